@@ -1,0 +1,248 @@
+"""Node configuration: YAML, then COMPUTENODE_<SECTION>__<KEY> environment overrides.
+
+Checked once at the edge and frozen. Durations read as "10m", "500ms", "1h30m" or
+plain seconds; sizes as "512Mi", "1GB" (binary, as job specs); CPU as "500m", "2".
+Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from computenode.errors import SpecError
+from computenode.model import Locality, ResourceUsageConfig, ResourceUsageData
+from computenode.model.parse import spec_error
+from computenode.model.quantity import parse_bytes
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from "10m", "500ms", "1h30m", or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is not a duration")
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration (e.g. 10m, 500ms, 1h30m)")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _size(value: Any) -> int:
+    return parse_bytes(value if isinstance(value, int | str) else str(value))
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(Section):
+    id: str = ""  # empty: generated once and kept in data_dir
+    labels: dict[str, str] = Field(default_factory=dict)
+    data_dir: Path = Path("/var/lib/computenode")
+
+
+class ApiConfig(Section):
+    listen: str = "127.0.0.1:1234"
+    token: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{v!r} is not HOST:PORT")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Quantities(ResourceUsageConfig):
+    """cpu/memory/disk/gpu quantities in config (lower-case keys, empty = unset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+
+class CapacityConfig(Section):
+    total: Quantities = Field(default_factory=Quantities)  # empty fields: 80% of the host
+    job_max: Quantities = Field(default_factory=Quantities)  # empty fields: the total
+    job_default: Quantities = Field(default_factory=lambda: Quantities(cpu="100m", memory="100Mi"))
+    queue: Quantities = Field(default_factory=Quantities)  # empty fields: as large as the total
+    host_fraction: float = Field(0.8, gt=0, le=1)
+
+
+class TimeoutsConfig(Section):
+    job_default: Duration = 600.0
+    job_min: Duration = 0.5
+    job_max: Duration = 3600.0
+    bid_expiry: Duration = 180.0
+
+
+class JobSelectionConfig(Section):
+    locality: Locality = Locality.LOCAL  # Bacalhau's default: every input already on this node
+    reject_stateless_jobs: bool = False
+    accept_networked_jobs: bool = False
+    probe_http: str = ""
+    probe_exec: str = ""
+    probe_timeout: Duration = 10.0
+
+
+class DockerConfig(Section):
+    enabled: bool = True
+    host: str = "unix:///var/run/docker.sock"
+    pull_policy: Literal["if-not-present", "always", "never"] = "if-not-present"
+    pull_timeout: Duration = 600.0
+    stop_grace: Duration = 5.0  # SIGTERM, then SIGKILL after this long
+    pids_limit: int = Field(1024, ge=1)
+    user: str = ""  # e.g. "1000:1000"; empty: the image's user
+    stream_cap: Size = 1 << 30  # bytes kept of stdout and of stderr each
+    reap_interval: Duration = 60.0
+    reap_grace: Duration = 60.0  # a container this young is never reaped
+
+
+class WasmConfig(Section):
+    enabled: bool = True
+    cache_size: Size = 512 * 1024 * 1024  # compiled-module cache on disk, LRU-evicted
+    stream_cap: Size = 1 << 30
+
+
+class NoopConfig(Section):
+    enabled: bool = False
+    exit_code: int = 0
+    delay: Duration = 0.0
+    error: str = ""
+
+
+class EnginesConfig(Section):
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    wasm: WasmConfig = Field(default_factory=WasmConfig)
+    noop: NoopConfig = Field(default_factory=NoopConfig)
+
+
+class IPFSConfig(Section):
+    api: str = "/ip4/127.0.0.1/tcp/5001"
+    fetch_timeout: Duration = 300.0
+    cache_size: Size = 10 * 1024**3
+
+
+class URLConfig(Section):
+    max_size: Size = 10 * 1024**3
+    fetch_timeout: Duration = 600.0
+    retries: int = Field(3, ge=0)
+    deny_private: bool = False  # refuse loopback and private-range addresses
+
+
+class FilecoinUnsealedConfig(Section):
+    path_template: str = ""  # e.g. /data/unsealed/{{.CID}}
+
+
+class LocalDirectoryConfig(Section):
+    allowed_roots: list[Path] = Field(default_factory=list)
+
+
+class StorageConfig(Section):
+    ipfs: IPFSConfig = Field(default_factory=IPFSConfig)
+    url: URLConfig = Field(default_factory=URLConfig)
+    filecoin_unsealed: FilecoinUnsealedConfig = Field(default_factory=FilecoinUnsealedConfig)
+    local_directory: LocalDirectoryConfig = Field(default_factory=LocalDirectoryConfig)
+
+
+class LocalPublisherConfig(Section):
+    base_url: str = ""  # empty: http://<api.listen>
+
+
+class PublishersConfig(Section):
+    default: Literal["local", "ipfs", "noop"] = "local"
+    local: LocalPublisherConfig = Field(default_factory=LocalPublisherConfig)
+
+
+class RetentionConfig(Section):
+    keep_failed_for: Duration = 0.0  # keep results dirs of failed executions this long (debugging)
+    results_max_age: Duration = 7 * 86400.0  # published local results
+    min_free_disk: Size = 1024**3  # below this the node stops bidding
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COMPUTENODE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    job_selection: JobSelectionConfig = Field(default_factory=JobSelectionConfig)
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    publishers: PublishersConfig = Field(default_factory=PublishersConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the YAML file (passed as init kwargs).
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read YAML (when given), apply environment and `overrides`; SpecError naming every wrong field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SpecError([("", f"cannot read config {path}: {exc.strerror}")]) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError([("", f"config {path} is not YAML: {exc}")]) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SpecError([("", f"config {path} must be a mapping of sections")])
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise spec_error(exc) from None
+
+
+def usage(q: ResourceUsageConfig) -> ResourceUsageData:
+    """Numbers from config quantities (unset fields 0)."""
+    return q.to_usage()

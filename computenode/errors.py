@@ -1,0 +1,97 @@
+"""The error tree: what a user can act on, kept apart from internal faults.
+
+    ComputeNodeError
+     ├── SpecError            a job spec or config that does not parse (.errors: field -> message)
+     │                        API 400, CLI exit 2
+     ├── Rejected             the node will not run this job (.reasons); API 409, CLI exit 1
+     ├── ExecutionFailed      an execution could not produce a result (.reason, .retryable)
+     │    ├── InputUnavailable    an input could not be fetched or prepared
+     │    ├── ImageUnavailable    a Docker image could not be found or pulled
+     │    ├── InvalidModule       a WASM module that cannot be run as asked
+     │    ├── JobTimeout          the job's own Timeout elapsed (never retried)
+     │    ├── OutOfMemory         the job went past its memory limit (never retried)
+     │    └── PublishFailed       results could not be published
+     └── DependencyDown       a service the node needs is unreachable (shown in /readyz)
+
+Any other exception is a bug: it is logged with its traceback and the execution is
+Failed with "internal error, see node log".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from computenode.model.results import RunCommandResult
+
+
+class ComputeNodeError(Exception):
+    """Base of every error the node raises on purpose."""
+
+
+class SpecError(ComputeNodeError):
+    """Input that does not parse; `errors` is a list of (field path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{f}: {m}" if f else m for f, m in errors))
+
+
+class Rejected(ComputeNodeError):
+    """The node will not run a job; every reason is listed."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("; ".join(reasons))
+
+
+class ExecutionFailed(ComputeNodeError):
+    """An execution ended without a result of the job's own making.
+
+    `reason` is the sentence given to the user (RunCommandResult.runnerError);
+    `result` keeps what the job printed before it failed, when it ran at all.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self, reason: str, *, retryable: bool | None = None, result: RunCommandResult | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.result = result
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class InputUnavailable(ExecutionFailed):
+    retryable = True
+
+
+class ImageUnavailable(ExecutionFailed):
+    pass
+
+
+class InvalidModule(ExecutionFailed):
+    pass
+
+
+class JobTimeout(ExecutionFailed):
+    pass
+
+
+class OutOfMemory(ExecutionFailed):
+    pass
+
+
+class PublishFailed(ExecutionFailed):
+    retryable = True
+
+
+class DependencyDown(ComputeNodeError):
+    """A service the node depends on does not answer."""
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        self.dependency = dependency
+        self.reason = reason
+        super().__init__(f"{dependency}: {reason}")

@@ -1,0 +1,76 @@
+"""The executor seam: run one prepared shard and fill its results dir."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from computenode.model import ResourceUsageData, RunCommandResult, Spec, StorageSpec
+
+
+@dataclass(frozen=True, slots=True)
+class InputVolume:
+    """An input (or context, or WASM module) made local by the storage layer.
+
+    `host_path` is mounted read-only at `target` inside the job. For a URL
+    download `host_path` is a directory holding the one downloaded file and
+    `host_file` is that file: Docker shows `<target>/<filename>`, WASM shows
+    the file itself at `target` (Bacalhau v0.3.23).
+    """
+
+    spec: StorageSpec
+    host_path: Path
+    target: str
+    host_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRequest:
+    """Everything an executor needs for one execution of one shard."""
+
+    execution_id: str
+    job_id: str
+    shard_index: int
+    node_id: str
+    spec: Spec
+    inputs: tuple[InputVolume, ...]  # inputs and contexts of this shard
+    results_dir: Path  # exists and is empty; outputs go to results_dir/<Name>
+    resources: ResourceUsageData  # what the node reserved (job_default filled in)
+    timeout_s: float  # the job's effective timeout
+    gpu_indexes: tuple[int, ...] = ()
+    entry_module: InputVolume | None = None  # WASM only
+    import_modules: tuple[InputVolume, ...] = field(default_factory=tuple)  # WASM only
+
+
+@runtime_checkable
+class Executor(Protocol):
+    async def check(self) -> str | None:
+        """None when this engine can run jobs now, else the reason (shown in /readyz and bids)."""
+        ...
+
+    async def run(self, request: ExecutionRequest) -> RunCommandResult:
+        """Run the shard to completion and fill `request.results_dir`.
+
+        Writes `stdout`, `stderr` (whole, capped) and `exitCode` into the results dir
+        and returns the RunCommandResult with the inline (2048-byte) streams.
+        A non-zero exit code is a result. Raises ExecutionFailed (errors.py) when
+        the job could not produce a result: JobTimeout, OutOfMemory,
+        ImageUnavailable, InvalidModule..., with the partial result attached.
+        On cancellation (the task is cancelled) the workload is stopped at once,
+        partial output is kept, and CancelledError propagates.
+        """
+        ...
+
+
+@runtime_checkable
+class Recoverable(Protocol):
+    """Optional: an executor whose workloads outlive the daemon (Docker)."""
+
+    async def live_executions(self) -> set[str]:
+        """Execution IDs of workloads of this node still present on the engine."""
+        ...
+
+    async def reap(self, live: set[str]) -> int:
+        """Remove workloads of this node that no execution in `live` owns; the count removed."""
+        ...

@@ -1,0 +1,90 @@
+"""Reading a job from bytes: JSON or YAML, bare Job or submit envelope, every error with its field path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from computenode.errors import SpecError
+from computenode.model.base import MAX_LIST_ELEMENTS, MAX_SERIALIZED_BYTES
+from computenode.model.job import Job, SubmitEnvelope
+
+
+def load_document(raw: bytes | str) -> Any:
+    """JSON, else YAML (a superset for our purposes); SpecError when neither parses."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_SERIALIZED_BYTES:
+        raise SpecError([("", f"job is {size} bytes, more than the {MAX_SERIALIZED_BYTES} allowed")])
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError([("", f"job is not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise SpecError([("", f"job is neither JSON nor YAML{at}")]) from None
+    except ValueError as exc:  # e.g. a YAML timestamp out of range
+        raise SpecError([("", f"job does not parse: {exc}")]) from None
+
+
+def parse_job(raw: bytes | str) -> Job:
+    """A Job from a bare Job document or a submit envelope, as JSON or YAML."""
+    return job_from_document(load_document(raw))
+
+
+def job_from_document(doc: Any) -> Job:
+    if not isinstance(doc, dict):
+        raise SpecError([("", f"a job must be an object, got {_kind(doc)}")])
+    _check_list_sizes(doc, "")
+    keys = {k.lower() for k in doc if isinstance(k, str)}
+    try:
+        if "data" in keys and "spec" not in keys:
+            return SubmitEnvelope.model_validate(doc).data.job
+        return Job.model_validate(doc)
+    except ValidationError as exc:
+        raise spec_error(exc) from None
+    except RecursionError:
+        raise SpecError([("", "job is nested too deeply")]) from None
+
+
+def spec_error(exc: ValidationError, prefix: str = "") -> SpecError:
+    """One (field path, message) per error, paths in the seeds' names: `Spec.Resources.Memory`."""
+    errors = []
+    for e in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in e["loc"])
+        path = path.replace("data.Job.", "")
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif "input" in e and e["type"] not in ("missing",) and isinstance(e["input"], str | int | float):
+            msg = f"{e['input']!r}: {msg}"
+        errors.append((path, msg))
+    return SpecError(errors)
+
+
+def _check_list_sizes(value: Any, path: str) -> None:
+    # Bacalhau's MaxNumberOfObjectsToSerialize, for every list, not only typed ones.
+    if isinstance(value, list):
+        if len(value) > MAX_LIST_ELEMENTS:
+            raise SpecError([(path, f"{len(value)} elements, more than the {MAX_LIST_ELEMENTS} allowed")])
+        for i, item in enumerate(value):
+            _check_list_sizes(item, f"{path}.{i}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_list_sizes(v, f"{path}.{k}" if path else str(k))
+
+
+def _kind(doc: Any) -> str:
+    return "nothing" if doc is None else type(doc).__name__

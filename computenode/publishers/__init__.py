@@ -1,0 +1,5 @@
+"""Publishers: ipfs, local, noop."""
+
+from computenode.publishers.base import Publisher, published_name
+
+__all__ = ["Publisher", "published_name"]
