@@ -99,6 +99,7 @@ class TimeoutsConfig(Section):
     job_min: Duration = 0.5
     job_max: Duration = 3600.0
     bid_expiry: Duration = 180.0
+    drain_grace: Duration = 30.0  # on SIGTERM, running executions get this long before they are cancelled
 
 
 class JobSelectionConfig(Section):

@@ -1,0 +1,71 @@
+"""JSON views of the node's records, in the contract's field names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from computenode.model import ExecutionState, JobShardState, JobState, StorageSpec
+from computenode.store import Execution, Transition
+
+S = ExecutionState
+
+
+def execution_view(ex: Execution, history: list[Transition] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ExecutionID": ex.id,
+        "JobID": ex.job_id,
+        "ShardIndex": ex.shard_index,
+        "State": ex.state.value,
+        "JobState": ex.state.job_state.value,
+        "Version": ex.version,
+        "Attempt": ex.attempt,
+        "Comment": ex.comment,
+        "ResourceUsage": ex.usage.to_wire(),
+        "RunOutput": ex.run_output.to_wire() if ex.run_output else None,
+        "PublishedResults": ex.published.to_wire() if ex.published else None,
+        "CreatedAt": ex.created_at,
+        "UpdatedAt": ex.updated_at,
+    }
+    if history is not None:
+        out["History"] = [t.to_wire() for t in history]
+    return out
+
+
+def latest_per_shard(executions: list[Execution]) -> dict[int, Execution]:
+    """Each shard's most telling execution: a completed one, else the newest attempt."""
+    best: dict[int, Execution] = {}
+    for ex in sorted(executions, key=lambda e: (e.attempt, e.created_at)):
+        cur = best.get(ex.shard_index)
+        if cur is None or cur.state is not S.COMPLETED:
+            best[ex.shard_index] = ex
+    return best
+
+
+def shard_state(node_id: str, ex: Execution) -> dict[str, Any]:
+    failed = ex.state in (S.FAILED, S.CANCELLED)
+    return JobShardState(
+        node_id=node_id,
+        execution_id=ex.id,
+        shard_index=ex.shard_index,
+        state=ex.state.job_state,
+        status=ex.comment if failed else ex.state.value,
+        verification_proposal=ex.proposal,
+        published_results=ex.published or StorageSpec(),
+        run_output=ex.run_output,
+    ).to_wire()
+
+
+def job_state(executions: list[Execution], cancelled: bool) -> JobState:
+    """The whole job's state as Bacalhau's requester reports it."""
+    shards = latest_per_shard(executions)
+    if not shards:
+        return JobState.CANCELLED if cancelled else JobState.NEW
+    states = [ex.state for ex in shards.values()]
+    if any(not s.is_terminal for s in states):
+        return JobState.IN_PROGRESS
+    if cancelled or all(s is S.CANCELLED for s in states):
+        return JobState.CANCELLED
+    done = sum(s is S.COMPLETED for s in states)
+    if done == len(states):
+        return JobState.COMPLETED
+    return JobState.PARTIAL_ERROR if done else JobState.ERROR

@@ -1,0 +1,377 @@
+"""The compute service: bids, the execution lifecycle, and jobs this node owns.
+
+Every change is stored before it acts (persist first, act second). Each running
+execution is its own task; whatever it raises ends as a terminal state, so one
+execution never takes down another or the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from computenode.callbacks import CallbackSender
+from computenode.errors import ExecutionFailed, Rejected
+from computenode.model import ExecutionState, Job, ResourceUsageData, RunCommandResult, Verifier
+from computenode.runner import Runner
+from computenode.scheduler import Scheduler
+from computenode.store import Execution, InvalidTransition, JobRecord, Store
+
+log = logging.getLogger(__name__)
+
+S = ExecutionState
+ACTIVE_RUN = (S.RUNNING,)
+RESTART_REASON = "node restarted"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResponse:
+    execution_id: str
+    job_id: str
+    shard_index: int
+    accepted: bool
+    reason: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ExecutionID": self.execution_id, "JobID": self.job_id, "ShardIndex": self.shard_index,
+                "Accepted": self.accepted, "Reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BidDecision:
+    reasons: list[str]
+    usage: ResourceUsageData
+    shards: int
+
+
+Decide = Callable[[Job], Awaitable[BidDecision]]
+
+
+class Compute:
+    def __init__(
+        self,
+        node_id: str,
+        store: Store,
+        runner: Runner,
+        scheduler_factory: Callable[[Callable[[str, tuple[int, ...]], None]], Scheduler],
+        decide: Decide,
+        callbacks: CallbackSender,
+        bid_expiry_s: float,
+        max_retries: int = 2,
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.runner = runner
+        self.scheduler = scheduler_factory(self._start)
+        self.decide = decide
+        self.callbacks = callbacks
+        self.bid_expiry_s = bid_expiry_s
+        self.max_retries = max_retries
+        self.draining = False
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Job] = {}
+        self._changed = asyncio.Condition()
+
+    def __repr__(self) -> str:
+        return f"<Compute node={self.node_id} tasks={len(self.tasks)} {self.scheduler!r} draining={self.draining}>"
+
+    # -- jobs ---------------------------------------------------------------------------------
+    async def job(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = Job.model_validate_json((await self.store.get_job(job_id)).job_json)
+            self._jobs[job_id] = job
+        return job
+
+    async def _remember(self, job: Job, owned: bool, client_id: str = "") -> None:
+        self._jobs[job.id] = job
+        await self.store.put_job(JobRecord(job.id, job.model_dump_json(by_alias=True), owned, client_id))
+
+    # -- bids ---------------------------------------------------------------------------------
+    async def ask_for_bid(self, job: Job, shard_indexes: list[int], callback_url: str) -> list[ShardResponse]:
+        job = with_identity(job)
+        decision = await self.decide(job)
+        reasons = list(decision.reasons)
+        if self.draining:
+            reasons.append("node is draining: it takes no new work")
+        await self._remember(job, owned=False)
+        out = []
+        for index in shard_indexes:
+            shard_reasons = list(reasons)
+            if not 0 <= index < decision.shards:
+                shard_reasons.append(f"shard index {index} is out of range: the job has {decision.shards} shards")
+            out.append(await self._bid(job, index, decision.usage, shard_reasons, callback_url, owned=False))
+        return out
+
+    async def _bid(
+        self, job: Job, index: int, usage: ResourceUsageData, reasons: list[str], callback_url: str,
+        owned: bool, attempt: int = 0,
+    ) -> ShardResponse:  # fmt: skip
+        eid = "e-" + str(uuid.uuid4())
+        if not reasons:
+            reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
+        if reasons:
+            return ShardResponse("", job.id, index, False, "; ".join(reasons))
+        ex = Execution(eid, job.id, index, usage=usage, callback_url=callback_url, owned=owned, attempt=attempt,
+                       bid_expires_at=time.time() + self.bid_expiry_s)  # fmt: skip
+        try:
+            await self.store.create(ex, "bid made")
+        except BaseException:
+            self.scheduler.release(eid)
+            raise
+        log.info("bid made", extra={"execution_id": eid, "job_id": job.id, "shard_index": index})
+        return ShardResponse(eid, job.id, index, True, "")
+
+    async def bid_accepted(self, execution_id: str) -> Execution:
+        ex = await self._move(execution_id, S.BID_ACCEPTED, "bid accepted", expected=(S.CREATED,))
+        self.scheduler.enqueue(execution_id)
+        return ex
+
+    async def bid_rejected(self, execution_id: str, justification: str) -> Execution:
+        ex = await self._move(execution_id, S.CANCELLED, f"bid rejected: {justification}", expected=(S.CREATED,))
+        self.scheduler.release(execution_id)
+        return ex
+
+    async def expire_bids(self) -> None:
+        for eid in self.scheduler.expired():
+            self.scheduler.release(eid)
+            try:
+                await self._move(eid, S.CANCELLED, "bid expired before it was accepted", expected=(S.CREATED,))
+            except InvalidTransition:
+                pass
+
+    # -- running ------------------------------------------------------------------------------
+    def _start(self, execution_id: str, gpus: tuple[int, ...]) -> None:
+        self.tasks[execution_id] = asyncio.create_task(self._execute(execution_id, gpus), name=execution_id)
+
+    async def _execute(self, execution_id: str, gpus: tuple[int, ...]) -> None:
+        try:
+            ex = await self._move(execution_id, S.RUNNING, "running", expected=(S.BID_ACCEPTED,))
+            job = await self.job(ex.job_id)
+            try:
+                outcome = await self.runner.run(ex, job, gpus)
+            except ExecutionFailed as exc:
+                await self._fail(ex, exc.reason, exc.result, exc.retryable)
+                return
+            ex = await self._move(
+                execution_id, S.WAITING_VERIFICATION, "result proposed", expected=ACTIVE_RUN,
+                run_output=outcome.result, proposal=outcome.proposal,
+            )  # fmt: skip
+            await self.callbacks.send(ex.callback_url, "on_run_complete", {
+                **self._meta(ex), "ResultProposal": _b64(outcome.proposal),
+                "RunCommandResult": outcome.result.to_wire()})  # fmt: skip
+            if ex.owned:
+                await self._verify_owned(ex.job_id, ex.shard_index)
+        except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
+            log.info("execution changed under its task", extra={"execution_id": execution_id, "reason": str(exc)})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error in execution", extra={"execution_id": execution_id})
+            await self._fail_quietly(execution_id, "internal error, see node log")
+        finally:
+            self.tasks.pop(execution_id, None)
+            self.scheduler.release(execution_id)
+
+    async def _fail(self, ex: Execution, reason: str, result: RunCommandResult | None, retryable: bool) -> None:
+        result = (result or RunCommandResult()).model_copy(update={"runner_error": reason})
+        ex = await self._move(ex.id, S.FAILED, reason, run_output=result, retryable=retryable)
+        log.info("execution failed", extra={"execution_id": ex.id, "reason": reason, "retryable": retryable})
+        await self.callbacks.send(ex.callback_url, "on_compute_failure", {**self._meta(ex), "Err": reason})
+        await self.runner.remove(ex.id)
+        if ex.owned:
+            await self._retry_owned(ex)
+
+    async def _fail_quietly(self, execution_id: str, reason: str) -> None:
+        try:
+            ex = await self.store.get(execution_id)
+            if not ex.state.is_terminal:
+                await self._fail(ex, reason, ex.run_output, False)
+        except Exception:
+            log.exception("could not record failure", extra={"execution_id": execution_id})
+
+    async def result_accepted(self, execution_id: str) -> Execution:
+        ex = await self._move(execution_id, S.RESULT_ACCEPTED, "result accepted", expected=(S.WAITING_VERIFICATION,))
+        self.tasks[execution_id] = asyncio.create_task(self._publish(execution_id), name=f"publish-{execution_id}")
+        return ex
+
+    async def result_rejected(self, execution_id: str, justification: str) -> Execution:
+        ex = await self._move(
+            execution_id, S.FAILED, f"result rejected: {justification}", expected=(S.WAITING_VERIFICATION,)
+        )
+        await self.runner.remove(execution_id)
+        return ex
+
+    async def _publish(self, execution_id: str) -> None:
+        try:
+            ex = await self._move(execution_id, S.PUBLISHING, "publishing", expected=(S.RESULT_ACCEPTED, S.PUBLISHING))
+            job = await self.job(ex.job_id)
+            try:
+                published = await self.runner.publish(ex, job)
+            except ExecutionFailed as exc:
+                await self._fail(ex, f"publishing failed: {exc.reason}", ex.run_output, exc.retryable)
+                return
+            ex = await self._move(execution_id, S.COMPLETED, "results published", published=published)
+            await self.callbacks.send(ex.callback_url, "on_publish_complete",
+                                      {**self._meta(ex), "PublishResult": published.to_wire()})  # fmt: skip
+            await self.runner.remove(execution_id)
+        except InvalidTransition:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error while publishing", extra={"execution_id": execution_id})
+            await self._fail_quietly(execution_id, "internal error, see node log")
+        finally:
+            self.tasks.pop(execution_id, None)
+
+    async def cancel(self, execution_id: str, justification: str) -> Execution:
+        ex = await self._move(execution_id, S.CANCELLED, f"cancelled: {justification}")
+        task = self.tasks.pop(execution_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=30)
+        self.scheduler.release(execution_id)
+        await self.runner.remove(execution_id)
+        await self.callbacks.send(ex.callback_url, "on_cancel_complete", self._meta(ex))
+        return ex
+
+    # -- jobs owned by this node (seed 003) ---------------------------------------------------
+    async def submit(self, job: Job) -> tuple[Job, list[Execution]]:
+        """Run every shard of `job` here; Rejected with every reason when the node will not."""
+        job = with_identity(job)
+        decision = await self.decide(job)
+        reasons = list(decision.reasons)
+        if self.draining:
+            reasons.append("node is draining: it takes no new work")
+        if reasons:
+            raise Rejected(reasons)
+        await self._remember(job, owned=True)
+        copies = max(1, job.spec.deal.concurrency)
+        made: list[Execution] = []
+        for index in range(decision.shards):
+            for _ in range(copies):
+                made.append(await self._own(job, index, decision.usage, attempt=0))
+        return job, made
+
+    async def _own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> Execution:
+        resp = await self._bid(job, index, usage, [], "", owned=True, attempt=attempt)
+        if not resp.accepted:
+            # The job was admitted as a whole: later shards wait in the queue past its capacity.
+            eid = "e-" + str(uuid.uuid4())
+            ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
+            await self.store.create(ex, "queued beyond queue capacity")
+            await self._move(eid, S.BID_ACCEPTED, "accepted by this node (owner)")
+            self.scheduler.enqueue(eid, usage)
+            return await self.store.get(eid)
+        return await self.bid_accepted(resp.execution_id)
+
+    async def _retry_owned(self, ex: Execution) -> None:
+        job_rec = await self.store.get_job(ex.job_id)
+        if not ex.retryable or ex.attempt >= self.max_retries or job_rec.cancelled or self.draining:
+            return
+        log.info("retrying shard", extra={"job_id": ex.job_id, "shard_index": ex.shard_index})
+        await self._own(await self.job(ex.job_id), ex.shard_index, ex.usage, ex.attempt + 1)
+
+    async def _verify_owned(self, job_id: str, shard_index: int) -> None:
+        job = await self.job(job_id)
+        shard = [e for e in await self.store.list(job_id=job_id) if e.shard_index == shard_index]
+        if any(e.state in (S.CREATED, S.BID_ACCEPTED, S.RUNNING) for e in shard):
+            return  # wait for the shard's other executions
+        waiting = {e.id: e.proposal for e in shard if e.state is S.WAITING_VERIFICATION}
+        if job.spec.verifier is Verifier.NOOP:
+            verdicts = dict.fromkeys(waiting, True)
+        else:
+            verdicts = self.runner.verify(job.spec.verifier, waiting, job.spec.deal.confidence)
+        for eid, ok in verdicts.items():
+            try:
+                if ok:
+                    await self.result_accepted(eid)
+                else:
+                    await self.result_rejected(eid, "its result differs from the agreed result")
+            except InvalidTransition:
+                pass
+
+    async def cancel_job(self, job_id: str) -> list[Execution]:
+        rec = await self.store.get_job(job_id)
+        await self.store.put_job(JobRecord(rec.id, rec.job_json, rec.owned, rec.client_id, cancelled=True,
+                                           created_at=rec.created_at))  # fmt: skip
+        out = []
+        for ex in await self.store.list(job_id=job_id):
+            if not ex.state.is_terminal:
+                try:
+                    out.append(await self.cancel(ex.id, "job cancelled"))
+                except InvalidTransition:
+                    pass
+        return out
+
+    # -- restart ------------------------------------------------------------------------------
+    async def reconcile(self, live_on_engine: set[str]) -> None:
+        """Bring every execution left active by a crash to a true state (none stays unowned)."""
+        for ex in await self.store.active():
+            if ex.state is S.CREATED:
+                await self._move(ex.id, S.CANCELLED, f"{RESTART_REASON} before the bid was accepted")
+            elif ex.state is S.BID_ACCEPTED:
+                self.scheduler.enqueue(ex.id, ex.usage)
+            elif ex.state is S.RUNNING:
+                gone = "" if ex.id in live_on_engine else "; its workload was gone"
+                await self._fail(ex, f"{RESTART_REASON} while it ran{gone}", ex.run_output, retryable=True)
+            elif ex.state in (S.RESULT_ACCEPTED, S.PUBLISHING):
+                self.tasks[ex.id] = asyncio.create_task(self._publish(ex.id), name=f"publish-{ex.id}")
+            elif ex.state is S.WAITING_VERIFICATION and ex.owned:
+                await self._verify_owned(ex.job_id, ex.shard_index)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop bidding, let running work finish within the grace, then cancel the rest."""
+        self.draining = True
+        deadline = time.monotonic() + grace_s
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self.tasks.values()), timeout=max(0.0, deadline - time.monotonic()))
+        for ex in await self.store.active():
+            if ex.state is not S.WAITING_VERIFICATION:
+                try:
+                    await self.cancel(ex.id, "node is shutting down")
+                except InvalidTransition:
+                    pass
+
+    # -- helpers ------------------------------------------------------------------------------
+    async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
+        ex = await self.store.transition(execution_id, new, comment, **kw)
+        log.info("execution %s", new.value, extra={"execution_id": ex.id, "job_id": ex.job_id,
+                                                    "shard_index": ex.shard_index, "comment": comment})  # fmt: skip
+        async with self._changed:
+            self._changed.notify_all()
+        return ex
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Wait until some execution changes state, or the timeout passes (long polls, tests)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except TimeoutError:
+                pass
+
+    @staticmethod
+    def _meta(ex: Execution) -> dict[str, Any]:
+        return {"ExecutionID": ex.id, "JobID": ex.job_id, "ShardIndex": ex.shard_index}
+
+
+def with_identity(job: Job) -> Job:
+    """Give a job without an ID a UUID and a CreatedAt (Bacalhau: the requester does this)."""
+    meta = job.metadata
+    if meta.id and meta.created_at:
+        return job
+    meta = meta.model_copy(update={"id": meta.id or str(uuid.uuid4()), "created_at": meta.created_at or datetime.now(UTC)})
+    return job.model_copy(update={"metadata": meta})
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

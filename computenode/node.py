@@ -1,0 +1,401 @@
+"""The node: builds every part from config, runs the API and background loops, drains and stops.
+
+Only this module imports concrete backends; each is imported inside its
+builder so a disabled engine costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from computenode import shards as sharding_plan
+from computenode.callbacks import CallbackSender
+from computenode.compute import BidDecision, Compute, with_identity
+from computenode.config import Settings
+from computenode.executors.base import Executor, Recoverable
+from computenode.health import Health
+from computenode.model import (
+    Engine,
+    Job,
+    Publisher,
+    ResourceUsageData,
+    Spec,
+    StorageSource,
+    Verifier,
+)
+from computenode.publishers.base import Publisher as PublisherBackend
+from computenode.runner import Runner
+from computenode.scheduler import Scheduler
+from computenode.storage.base import StorageProvider
+from computenode.store import Store
+from computenode.verifiers.base import Verifier as VerifierBackend
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+DRAIN_KEY = "draining"
+ESTUARY_AS_IPFS = True  # Bacalhau v0.3.23 published Estuary jobs to IPFS when no Estuary key was set
+
+
+@dataclass
+class Backends:
+    executors: dict[Engine, Executor] = field(default_factory=dict)
+    storage: dict[StorageSource, StorageProvider] = field(default_factory=dict)
+    publishers: dict[Publisher, PublisherBackend] = field(default_factory=dict)
+    verifiers: dict[Verifier, VerifierBackend] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        for part in [*self.executors.values(), *self.storage.values(), *self.publishers.values()]:
+            close = getattr(part, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+def node_id_for(settings: Settings) -> str:
+    """The configured ID, else one generated once and kept in data_dir."""
+    if settings.node.id:
+        return settings.node.id
+    path = settings.node.data_dir / "node_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        node_id = "n-" + str(uuid.uuid4())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(node_id + "\n")
+        return node_id
+
+
+def build_backends(settings: Settings, node_id: str, base_url: str) -> Backends:
+    data = settings.node.data_dir
+    b = Backends()
+    eng = settings.engines
+    if eng.docker.enabled:
+        from computenode.executors.docker import DockerExecutor
+
+        b.executors[Engine.DOCKER] = DockerExecutor(eng.docker, node_id)
+    if eng.wasm.enabled:
+        from computenode.executors.wasm import WasmExecutor
+
+        b.executors[Engine.WASM] = WasmExecutor(eng.wasm, data / "cache" / "wasm")
+    if eng.noop.enabled:
+        from computenode.executors.noop import NoopExecutor
+
+        b.executors[Engine.NOOP] = NoopExecutor(eng.noop)
+
+    from computenode.storage.inline import InlineStorage
+    from computenode.storage.ipfs import IPFSStorage
+    from computenode.storage.url import URLStorage
+
+    st = settings.storage
+    b.storage[StorageSource.IPFS] = IPFSStorage(st.ipfs, data / "cache" / "ipfs")
+    b.storage[StorageSource.URL_DOWNLOAD] = URLStorage(st.url)
+    b.storage[StorageSource.INLINE] = InlineStorage()
+    if st.filecoin_unsealed.path_template:
+        from computenode.storage.filecoin_unsealed import FilecoinUnsealedStorage
+
+        b.storage[StorageSource.FILECOIN_UNSEALED] = FilecoinUnsealedStorage(st.filecoin_unsealed)
+    if st.local_directory.allowed_roots:
+        from computenode.storage.local_directory import LocalDirectoryStorage
+
+        b.storage[StorageSource.LOCAL_DIRECTORY] = LocalDirectoryStorage(st.local_directory)
+
+    from computenode.publishers.ipfs import IPFSPublisher
+    from computenode.publishers.local import LocalPublisher
+    from computenode.publishers.noop import NoopPublisher
+
+    ipfs_publisher = IPFSPublisher(st.ipfs)
+    b.publishers[Publisher.IPFS] = ipfs_publisher
+    if ESTUARY_AS_IPFS:
+        b.publishers[Publisher.ESTUARY] = ipfs_publisher
+    b.publishers[Publisher.LOCAL] = LocalPublisher(data / "published", settings.publishers.local.base_url or base_url)
+    b.publishers[Publisher.NOOP] = NoopPublisher()
+
+    from computenode.verifiers.deterministic import DeterministicVerifier
+    from computenode.verifiers.noop import NoopVerifier
+
+    b.verifiers[Verifier.NOOP] = NoopVerifier()
+    b.verifiers[Verifier.DETERMINISTIC] = DeterministicVerifier()
+    return b
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.node.data_dir
+        self.node_id = ""
+        self.labels = dict(settings.node.labels)
+        self.store: Store
+        self.backends: Backends
+        self.health: Health
+        self.compute: Compute
+        self.bidder: Any
+        self.limits: Any
+        self.stop_event: asyncio.Event | None = None  # created in run(): constructors never touch the loop
+        self.api_address: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Node {self.node_id or '(not started)'} {getattr(self, 'compute', '')!r}>"
+
+    @property
+    def base_url(self) -> str:
+        api = self.settings.api
+        host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+        port = self.api_address[1] if self.api_address else api.port
+        return f"http://{host}:{port}"
+
+    # -- bidding ----------------------------------------------------------------------------
+    async def installed(self, spec: Spec) -> list[str]:
+        """Why this node cannot run `spec` right now, per missing part (engine, sources, publisher)."""
+        reasons: list[str] = []
+        b = self.backends
+        if spec.engine not in b.executors:
+            reasons.append(f"engine {spec.engine.value} is not enabled on this node")
+        elif why := self.health.reason(f"engine:{spec.engine.value}"):
+            reasons.append(f"engine {spec.engine.value} is not available: {why}")
+        for src in {s.storage_source for s in spec.all_storage_specs() if s.storage_source}:
+            if src not in b.storage:
+                reasons.append(f"storage source {src.value} is not enabled on this node")
+            elif why := self.health.reason(f"storage:{src.value}"):
+                reasons.append(f"storage source {src.value} is not available: {why}")
+        pub = spec.publisher or Publisher(self.settings.publishers.default)
+        if pub not in b.publishers:
+            reasons.append(f"publisher {pub.value} is not enabled on this node")
+        elif why := self.health.reason(f"publisher:{pub.value}"):
+            reasons.append(f"publisher {pub.value} is not available: {why}")
+        if spec.verifier not in b.verifiers:
+            reasons.append(f"verifier {spec.verifier.value} is not enabled on this node")
+        return reasons
+
+    async def decide(self, job: Job) -> BidDecision:
+        verdicts, usage, (shards, shard_reason) = await asyncio.gather(
+            self.bidder.evaluate(job), self.bidder.usage(job), sharding_plan.count(job, self.backends.storage)
+        )
+        reasons = [v.reason for v in verdicts if not v.ok]
+        if shard_reason:
+            reasons.append(shard_reason)
+        if why := self.health.reason("disk"):
+            reasons.append(f"node is low on disk: {why}")
+        return BidDecision(reasons, usage, shards)
+
+    async def shard_inputs(self, job: Job, index: int) -> list[Any]:
+        return await sharding_plan.inputs(job, index, self.backends.storage)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store, build the parts, reconcile; everything but the API and loops."""
+        from computenode.bidding import Bidder
+        from computenode.capacity.fingerprint import gpu_indexes, node_limits
+
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir / "computenode.db")
+        await self.store.open()
+        self.node_id = node_id_for(s)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self.backends = build_backends(s, self.node_id, self.base_url)
+        checks: dict[str, Any] = {"store": self.store.check}
+        for engine, ex in self.backends.executors.items():
+            checks[f"engine:{engine.value}"] = ex.check
+        for src, st in self.backends.storage.items():
+            checks[f"storage:{src.value}"] = st.check
+        for pub, p in self.backends.publishers.items():
+            checks[f"publisher:{pub.value}"] = p.check
+        self.health = Health(checks, self.data_dir, s.retention.min_free_disk)
+        await self.health.refresh()
+        self.limits = node_limits(s.capacity, self.data_dir)
+        self.bidder = Bidder(
+            self.node_id, s.job_selection, s.timeouts, self.limits, lambda: self.labels, self.installed,
+            self.backends.storage, self.http,
+        )  # fmt: skip
+        runner = Runner(
+            self.node_id, self.data_dir / "executions", self.backends.executors, self.backends.storage,
+            self.backends.verifiers, self.backends.publishers, self.shard_inputs,
+            Publisher(s.publishers.default), s.timeouts.job_default,
+        )  # fmt: skip
+        gpus = gpu_indexes()
+        self.callbacks = CallbackSender(self.store, self.http)
+        self.compute = Compute(
+            self.node_id, self.store, runner,
+            lambda start: Scheduler(self.limits.total, self.limits.queue, gpus, start),
+            self.decide, self.callbacks, s.timeouts.bid_expiry,
+        )  # fmt: skip
+        self.compute.draining = bool(await self.store.get_meta(DRAIN_KEY))
+        live = await self._reap_orphans(startup=True)
+        await self.compute.reconcile(live)
+
+    async def _reap_orphans(self, startup: bool = False) -> set[str]:
+        """Remove engine workloads no live execution owns; the IDs still present before."""
+        present: set[str] = set()
+        active = {e.id for e in await self.store.active()} if not startup else set()
+        if not startup:
+            active |= set(self.compute.tasks)
+        for ex in self.backends.executors.values():
+            if isinstance(ex, Recoverable) and not self.health.reason("engine:Docker"):
+                with contextlib.suppress(Exception):
+                    present |= await ex.live_executions()
+                    await ex.reap(active)
+        return present
+
+    async def close(self) -> None:
+        await self.backends.close()
+        await self.http.aclose()
+        await self.store.close()
+
+    async def set_drain(self, mode: str) -> None:
+        """graceful: take no new work; fast: also cancel what runs; off: take work again. Kept across restarts."""
+        if mode == "off":
+            self.compute.draining = False
+            await self.store.set_meta(DRAIN_KEY, "")
+            return
+        self.compute.draining = True
+        await self.store.set_meta(DRAIN_KEY, mode)
+        if mode == "fast":
+            asyncio.get_running_loop().create_task(self.compute.drain(0.0))
+
+    async def _loops(self, stop: asyncio.Event) -> None:
+        async def every(interval_s: float, fn: Callable[[], Any]) -> None:
+            while not stop.is_set():
+                try:
+                    await fn()
+                except Exception:
+                    log.exception("background task failed", extra={"task": getattr(fn, "__name__", "?")})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval_s)
+
+        docker = self.settings.engines.docker
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.health.run(stop))
+            tg.create_task(self.callbacks.run(stop))
+            tg.create_task(every(1.0, self.compute.expire_bids))
+            tg.create_task(every(docker.reap_interval, self._reap_orphans))
+            tg.create_task(_watchdog(stop))
+
+    async def run(self, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:
+        from computenode.api.server import ApiServer
+
+        stop = stop or asyncio.Event()
+        self.stop_event = stop
+        fast = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            def on_signal() -> None:
+                if stop.is_set():
+                    fast.set()  # a second signal skips the grace
+                stop.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal)
+        await self.start()
+        api = ApiServer(self)
+        try:
+            self.api_address = await api.start(self.settings.api.host, self.settings.api.port)
+            log.info("node ready", extra={"node_id": self.node_id, "listen": f"{self.base_url}"})
+            sd_notify(f"READY=1\nSTATUS=serving on {self.base_url}")
+            loops = asyncio.create_task(self._loops(stop))
+            await stop.wait()
+            sd_notify("STOPPING=1")
+            log.info("node stopping", extra={"node_id": self.node_id})
+            grace = 0.0 if fast.is_set() else self.settings.timeouts.drain_grace
+            await self.compute.drain(grace)
+            await loops
+        finally:
+            await api.stop()
+            await self.close()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        return 0
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    """WATCHDOG=1 from the event loop itself: systemd restarts a node whose loop is stuck."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec:
+        return
+    interval = int(usec) / 2e6
+    while not stop.is_set():
+        sd_notify("WATCHDOG=1")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError:
+        return False
+    return True
+
+
+async def serve(settings: Settings) -> int:
+    """`computenode run`: the node until SIGTERM/SIGINT; the exit code."""
+    return await Node(settings).run()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    accepted: bool
+    verdicts: list[Any]
+    usage: ResourceUsageData
+    shards: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "Accepted": self.accepted,
+            "Shards": self.shards,
+            "Usage": self.usage.to_wire(),
+            "Verdicts": [{"Name": v.name, "OK": v.ok, "Reason": v.reason} for v in self.verdicts],
+        }
+
+
+async def check_job(settings: Settings, job: Job) -> CheckReport:
+    """`computenode check`: what this node would answer, as a dry run that stores nothing."""
+    from computenode.bidding import Bidder, Verdict
+    from computenode.capacity.fingerprint import node_limits
+
+    node_id = settings.node.id or "dry-run"
+    backends = build_backends(settings, node_id, "http://127.0.0.1")
+    health = Health({f"engine:{e.value}": x.check for e, x in backends.executors.items()}
+                    | {f"storage:{s.value}": p.check for s, p in backends.storage.items()}
+                    | {f"publisher:{p.value}": b.check for p, b in backends.publishers.items()},
+                    settings.node.data_dir if settings.node.data_dir.exists() else Path("/"),
+                    settings.retention.min_free_disk)  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        try:
+            await health.refresh()
+            shim = Node(settings)
+            shim.backends, shim.health = backends, health
+            limits = node_limits(settings.capacity, health.data_dir)
+            bidder = Bidder(node_id, settings.job_selection, settings.timeouts, limits,
+                            lambda: dict(settings.node.labels), shim.installed, backends.storage, http)  # fmt: skip
+            job = with_identity(job)
+            verdicts = list(await bidder.evaluate(job))
+            usage = await bidder.usage(job)
+            shards, shard_reason = await sharding_plan.count(job, backends.storage)
+            verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
+            fits = usage.exceeding(limits.total)
+            verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
+        finally:
+            await backends.close()
+    return CheckReport(all(v.ok for v in verdicts), verdicts, usage, shards)

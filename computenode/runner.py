@@ -1,0 +1,144 @@
+"""One execution's stages: prepare inputs, run on the engine, propose, publish, clean up.
+
+Storage, executors, verifiers and publishers are seen only through their
+Protocols; node.py hands in the registries it built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from computenode.errors import ExecutionFailed, InputUnavailable, PublishFailed
+from computenode.executors.base import ExecutionRequest, Executor, InputVolume
+from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSource, StorageSpec, Verifier
+from computenode.publishers.base import Publisher as PublisherBackend
+from computenode.storage.base import StorageProvider
+from computenode.store import Execution
+from computenode.verifiers.base import Verifier as VerifierBackend
+
+log = logging.getLogger(__name__)
+
+ShardInputs = Callable[[Job, int], Awaitable[list[StorageSpec]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    result: RunCommandResult
+    proposal: bytes
+
+
+class Runner:
+    def __init__(
+        self,
+        node_id: str,
+        work_root: Path,
+        executors: Mapping[Engine, Executor],
+        storage: Mapping[StorageSource, StorageProvider],
+        verifiers: Mapping[Verifier, VerifierBackend],
+        publishers: Mapping[Publisher, PublisherBackend],
+        shard_inputs: ShardInputs,
+        default_publisher: Publisher,
+        default_timeout_s: float,
+    ) -> None:
+        self.node_id = node_id
+        self.work_root = work_root
+        self.executors = executors
+        self.storage = storage
+        self.verifiers = verifiers
+        self.publishers = publishers
+        self.shard_inputs = shard_inputs
+        self.default_publisher = default_publisher
+        self.default_timeout_s = default_timeout_s
+
+    def work_dir(self, execution_id: str) -> Path:
+        return self.work_root / execution_id
+
+    def results_dir(self, execution_id: str) -> Path:
+        return self.work_dir(execution_id) / "results"
+
+    def publisher_for(self, job: Job) -> Publisher:
+        return job.spec.publisher or self.default_publisher
+
+    async def run(self, ex: Execution, job: Job, gpus: tuple[int, ...]) -> RunOutcome:
+        """Prepare, run and propose. Raises ExecutionFailed; cancellation propagates."""
+        spec = job.spec
+        executor = self.executors.get(spec.engine)
+        if executor is None:
+            raise ExecutionFailed(f"engine {spec.engine.value} is not enabled on this node")
+        work = self.work_dir(ex.id)
+        results = self.results_dir(ex.id)
+        results.mkdir(parents=True, exist_ok=True)
+        volumes: list[InputVolume] = []
+        try:
+            specs = [*await self.shard_inputs(job, ex.shard_index), *spec.contexts]
+            for i, s in enumerate(specs):
+                volumes.append(await self._prepare(s, work / "inputs" / str(i)))
+            entry = imports = None
+            if spec.engine is Engine.WASM:
+                entry = await self._prepare(spec.wasm.entry_module, work / "modules" / "entry")
+                imports = tuple(
+                    [await self._prepare(m, work / "modules" / str(i)) for i, m in enumerate(spec.wasm.import_modules)]
+                )
+            request = ExecutionRequest(
+                execution_id=ex.id,
+                job_id=ex.job_id,
+                shard_index=ex.shard_index,
+                node_id=self.node_id,
+                spec=spec,
+                inputs=tuple(volumes),
+                results_dir=results,
+                resources=ex.usage,
+                timeout_s=spec.timeout or self.default_timeout_s,
+                gpu_indexes=gpus,
+                entry_module=entry,
+                import_modules=imports or (),
+            )
+            result = await executor.run(request)
+            proposal = await self.verifiers[spec.verifier].proposal(results)
+            return RunOutcome(result, proposal)
+        finally:
+            await asyncio.shield(self._release_inputs(volumes, work))
+
+    async def _prepare(self, spec: StorageSpec, dest: Path) -> InputVolume:
+        if spec.storage_source is None:
+            raise InputUnavailable(f"input at {spec.path or '(no path)'} names no StorageSource", retryable=False)
+        provider = self.storage.get(spec.storage_source)
+        if provider is None:
+            raise InputUnavailable(
+                f"storage source {spec.storage_source.value} is not enabled on this node", retryable=False
+            )
+        dest.mkdir(parents=True, exist_ok=True)
+        return await provider.prepare(spec, dest)
+
+    async def _release_inputs(self, volumes: list[InputVolume], work: Path) -> None:
+        for v in volumes:
+            provider = self.storage.get(v.spec.storage_source) if v.spec.storage_source else None
+            if provider is not None:
+                try:
+                    await provider.cleanup(v)
+                except Exception:  # cleanup must never hide the run's own outcome
+                    log.exception("input cleanup failed", extra={"path": str(v.host_path)})
+        await asyncio.to_thread(shutil.rmtree, work / "inputs", True)
+        await asyncio.to_thread(shutil.rmtree, work / "modules", True)
+
+    async def publish(self, ex: Execution, job: Job) -> StorageSpec:
+        kind = self.publisher_for(job)
+        backend = self.publishers.get(kind)
+        if backend is None:
+            raise PublishFailed(f"publisher {kind.value} is not enabled on this node", retryable=False)
+        results = self.results_dir(ex.id)
+        if not results.is_dir():
+            raise PublishFailed(f"results of execution {ex.id} are gone", retryable=False)
+        return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)
+
+    async def remove(self, execution_id: str) -> None:
+        """Delete the execution's work dir (results included)."""
+        await asyncio.to_thread(shutil.rmtree, self.work_dir(execution_id), True)
+
+    def verify(self, verifier: Verifier, proposals: dict[str, bytes], confidence: int) -> dict[str, bool]:
+        return self.verifiers[verifier].verify(proposals, confidence)

@@ -1,0 +1,113 @@
+"""Admission and scheduling: reservations for bids, a capacity-aware FIFO queue, running set.
+
+One rule admits work, at bid time and when a bid is accepted: an execution fits
+when everything committed (reserved bids, queued and running executions) plus
+its usage stays within total + queue capacity. A bid reserves its usage until it
+is accepted, rejected or expires, so an accepted bid never fails for capacity.
+Queued executions start, in order, as soon as they fit in the total; one that
+does not fit yet does not hold back a smaller one behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from computenode.model import ResourceUsageData
+
+StartFn = Callable[[str, tuple[int, ...]], None]
+
+
+@dataclass(slots=True)
+class _Entry:
+    usage: ResourceUsageData
+    expires_at: float = 0.0
+
+
+class Scheduler:
+    def __init__(
+        self, total: ResourceUsageData, queue: ResourceUsageData, gpus: list[int], start: StartFn
+    ) -> None:
+        self.total = total
+        self.queue_capacity = queue
+        self._free_gpus = list(gpus)
+        self._start = start
+        self.reserved: dict[str, _Entry] = {}
+        self.queued: dict[str, _Entry] = {}  # insertion order is FIFO order
+        self.running: dict[str, tuple[_Entry, tuple[int, ...]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Scheduler reserved={len(self.reserved)} queued={len(self.queued)} running={len(self.running)}>"
+
+    # -- accounting --------------------------------------------------------------------------
+    def _sum(self, entries: list[_Entry]) -> ResourceUsageData:
+        out = ResourceUsageData()
+        for e in entries:
+            out = out.add(e.usage)
+        return out
+
+    @property
+    def running_usage(self) -> ResourceUsageData:
+        return self._sum([e for e, _ in self.running.values()])
+
+    @property
+    def pending_usage(self) -> ResourceUsageData:
+        """Reserved and queued: committed but not running."""
+        return self._sum([*self.reserved.values(), *self.queued.values()])
+
+    @property
+    def available(self) -> ResourceUsageData:
+        return self.total.sub(self.running_usage)
+
+    def admit_reasons(self, usage: ResourceUsageData) -> list[str]:
+        """Why `usage` cannot be taken on now (empty: it can), naming requested and allowed amounts."""
+        if not usage.less_than_eq(self.total):
+            return [f"over node capacity: {r}" for r in usage.exceeding(self.total)]
+        room = self.total.add(self.queue_capacity).sub(self.running_usage.add(self.pending_usage))
+        if not usage.less_than_eq(room):
+            return [f"queue full: {r}" for r in usage.exceeding(room)]
+        return []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def reserve(self, execution_id: str, usage: ResourceUsageData, ttl_s: float) -> list[str]:
+        reasons = self.admit_reasons(usage)
+        if not reasons:
+            self.reserved[execution_id] = _Entry(usage, time.monotonic() + ttl_s)
+        return reasons
+
+    def enqueue(self, execution_id: str, usage: ResourceUsageData | None = None) -> None:
+        """An accepted bid (or a restarted execution) joins the queue; starts it if it fits."""
+        entry = self.reserved.pop(execution_id, None) or _Entry(usage or ResourceUsageData())
+        self.queued[execution_id] = entry
+        self.pump()
+
+    def release(self, execution_id: str) -> None:
+        """Forget an execution wherever it is (rejected, expired, finished, cancelled)."""
+        self.reserved.pop(execution_id, None)
+        self.queued.pop(execution_id, None)
+        item = self.running.pop(execution_id, None)
+        if item is not None:
+            self._free_gpus.extend(item[1])
+            self._free_gpus.sort()
+            self.pump()
+
+    def expired(self) -> list[str]:
+        now = time.monotonic()
+        return [eid for eid, e in self.reserved.items() if e.expires_at <= now]
+
+    def pump(self) -> None:
+        """Start every queued execution that fits, in queue order."""
+        for eid, entry in list(self.queued.items()):
+            fits = entry.usage.add(self.running_usage).less_than_eq(self.total)
+            if fits and entry.usage.gpu <= len(self._free_gpus):
+                gpus = tuple(self._free_gpus[: entry.usage.gpu])
+                del self._free_gpus[: entry.usage.gpu]
+                del self.queued[eid]
+                self.running[eid] = (entry, gpus)
+                self._start(eid, gpus)
+
+    def resize(self, total: ResourceUsageData, queue: ResourceUsageData) -> None:
+        """New limits from a reload; what runs keeps running."""
+        self.total, self.queue_capacity = total, queue
+        self.pump()

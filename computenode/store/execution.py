@@ -1,0 +1,71 @@
+"""The Execution record: one attempt at one shard of one job on this node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    id: str
+    job_id: str
+    shard_index: int
+    state: ExecutionState = ExecutionState.CREATED
+    version: int = 1
+    usage: ResourceUsageData = field(default_factory=ResourceUsageData)
+    callback_url: str = ""  # the requester's; empty for jobs this node owns
+    owned: bool = False  # the node is the job's owner (POST /api/v1/jobs)
+    attempt: int = 0  # retries of an owned shard count up
+    comment: str = ""  # the last transition's reason
+    run_output: RunCommandResult | None = None
+    proposal: bytes = b""
+    published: StorageSpec | None = None
+    retryable: bool = False  # set with Failed: may an owned job run this shard again
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    bid_expires_at: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.id} job={self.job_id}#{self.shard_index} {self.state.value} v{self.version}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    previous: ExecutionState | None
+    new: ExecutionState
+    comment: str
+    time: float
+
+    def to_wire(self) -> dict[str, object]:
+        from datetime import UTC, datetime
+
+        return {
+            "PreviousState": self.previous.value if self.previous else "",
+            "NewState": self.new.value,
+            "Comment": self.comment,
+            "Time": datetime.fromtimestamp(self.time, UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job this node knows: owned ones are run entirely here."""
+
+    id: str
+    job_json: str  # the normalised Job, seeds' names
+    owned: bool
+    client_id: str = ""  # set only for verified requester-API submissions
+    cancelled: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    id: int
+    url: str
+    body: str
+    attempts: int
+    next_at: float
