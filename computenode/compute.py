@@ -18,6 +18,7 @@ from typing import Any
 
 from computenode.callbacks import CallbackSender
 from computenode.errors import ExecutionFailed, Rejected
+from computenode.metrics import Metrics, reason_kind
 from computenode.model import ExecutionState, Job, ResourceUsageData, RunCommandResult, Verifier
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
@@ -63,6 +64,7 @@ class Compute:
         decide: Decide,
         callbacks: CallbackSender,
         bid_expiry_s: float,
+        metrics: Metrics | None = None,
         max_retries: int = 2,
     ) -> None:
         self.node_id = node_id
@@ -73,6 +75,7 @@ class Compute:
         self.callbacks = callbacks
         self.bid_expiry_s = bid_expiry_s
         self.max_retries = max_retries
+        self.metrics = metrics or Metrics()
         self.draining = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}
@@ -116,6 +119,7 @@ class Compute:
         eid = "e-" + str(uuid.uuid4())
         if not reasons:
             reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
+        self.metrics.bids.labels("rejected" if reasons else "accepted", reason_kind(reasons[0]) if reasons else "").inc()
         if reasons:
             return ShardResponse("", job.id, index, False, "; ".join(reasons))
         ex = Execution(eid, job.id, index, usage=usage, callback_url=callback_url, owned=owned, attempt=attempt,
@@ -251,6 +255,7 @@ class Compute:
         if self.draining:
             reasons.append("node is draining: it takes no new work")
         if reasons:
+            self.metrics.bids.labels("rejected", reason_kind(reasons[0])).inc()
             raise Rejected(reasons)
         await self._remember(job, owned=True)
         copies = max(1, job.spec.deal.concurrency)
@@ -343,6 +348,7 @@ class Compute:
     # -- helpers ------------------------------------------------------------------------------
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
         ex = await self.store.transition(execution_id, new, comment, **kw)
+        self.metrics.transitions.labels(new.value).inc()
         log.info("execution %s", new.value, extra={"execution_id": ex.id, "job_id": ex.job_id,
                                                     "shard_index": ex.shard_index, "comment": comment})  # fmt: skip
         async with self._changed:

@@ -26,6 +26,7 @@ from computenode.compute import BidDecision, Compute, with_identity
 from computenode.config import Settings
 from computenode.executors.base import Executor, Recoverable
 from computenode.health import Health
+from computenode.metrics import Metrics
 from computenode.model import (
     Engine,
     Job,
@@ -145,6 +146,8 @@ class Node:
         self.limits: Any
         self.stop_event: asyncio.Event | None = None  # created in run(): constructors never touch the loop
         self.api_address: tuple[str, int] | None = None
+        self.ready = False  # start() finished: the API serves everything
+        self.metrics = Metrics()
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id or '(not started)'} {getattr(self, 'compute', '')!r}>"
@@ -223,14 +226,14 @@ class Node:
         runner = Runner(
             self.node_id, self.data_dir / "executions", self.backends.executors, self.backends.storage,
             self.backends.verifiers, self.backends.publishers, self.shard_inputs,
-            Publisher(s.publishers.default), s.timeouts.job_default,
+            Publisher(s.publishers.default), s.timeouts.job_default, self.metrics,
         )  # fmt: skip
         gpus = gpu_indexes()
         self.callbacks = CallbackSender(self.store, self.http)
         self.compute = Compute(
             self.node_id, self.store, runner,
             lambda start: Scheduler(self.limits.total, self.limits.queue, gpus, start),
-            self.decide, self.callbacks, s.timeouts.bid_expiry,
+            self.decide, self.callbacks, s.timeouts.bid_expiry, self.metrics,
         )  # fmt: skip
         self.compute.draining = bool(await self.store.get_meta(DRAIN_KEY))
         live = await self._reap_orphans(startup=True)
@@ -246,7 +249,7 @@ class Node:
             if isinstance(ex, Recoverable) and not self.health.reason("engine:Docker"):
                 with contextlib.suppress(Exception):
                     present |= await ex.live_executions()
-                    await ex.reap(active)
+                    self.metrics.reaped.inc(await ex.reap(active))
         return present
 
     async def close(self) -> None:
@@ -298,10 +301,13 @@ class Node:
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
-        await self.start()
         api = ApiServer(self)
+        # Listen first so the local publisher knows the real port (listen :0 in tests);
+        # the API answers 503 "starting" until start() is done.
+        self.api_address = await api.start(self.settings.api.host, self.settings.api.port)
         try:
-            self.api_address = await api.start(self.settings.api.host, self.settings.api.port)
+            await self.start()
+            self.ready = True
             log.info("node ready", extra={"node_id": self.node_id, "listen": f"{self.base_url}"})
             sd_notify(f"READY=1\nSTATUS=serving on {self.base_url}")
             loops = asyncio.create_task(self._loops(stop))
@@ -313,7 +319,8 @@ class Node:
             await loops
         finally:
             await api.stop()
-            await self.close()
+            if self.ready:
+                await self.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

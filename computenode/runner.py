@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from computenode.errors import ExecutionFailed, InputUnavailable, PublishFailed
 from computenode.executors.base import ExecutionRequest, Executor, InputVolume
+from computenode.metrics import Metrics
 from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSource, StorageSpec, Verifier
 from computenode.publishers.base import Publisher as PublisherBackend
 from computenode.storage.base import StorageProvider
@@ -44,6 +47,7 @@ class Runner:
         shard_inputs: ShardInputs,
         default_publisher: Publisher,
         default_timeout_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.work_root = work_root
@@ -54,6 +58,15 @@ class Runner:
         self.shard_inputs = shard_inputs
         self.default_publisher = default_publisher
         self.default_timeout_s = default_timeout_s
+        self.metrics = metrics or Metrics()
+
+    @contextmanager
+    def _timed(self, stage: str):  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.metrics.stage_seconds.labels(stage).observe(time.monotonic() - start)
 
     def work_dir(self, execution_id: str) -> Path:
         return self.work_root / execution_id
@@ -75,15 +88,17 @@ class Runner:
         results.mkdir(parents=True, exist_ok=True)
         volumes: list[InputVolume] = []
         try:
-            specs = [*await self.shard_inputs(job, ex.shard_index), *spec.contexts]
-            for i, s in enumerate(specs):
-                volumes.append(await self._prepare(s, work / "inputs" / str(i)))
-            entry = imports = None
-            if spec.engine is Engine.WASM:
-                entry = await self._prepare(spec.wasm.entry_module, work / "modules" / "entry")
-                imports = tuple(
-                    [await self._prepare(m, work / "modules" / str(i)) for i, m in enumerate(spec.wasm.import_modules)]
-                )
+            with self._timed("input_fetch"):
+                specs = [*await self.shard_inputs(job, ex.shard_index), *spec.contexts]
+                for i, s in enumerate(specs):
+                    volumes.append(await self._prepare(s, work / "inputs" / str(i)))
+                entry = imports = None
+                if spec.engine is Engine.WASM:
+                    entry = await self._prepare(spec.wasm.entry_module, work / "modules" / "entry")
+                    imports = tuple(
+                        [await self._prepare(m, work / "modules" / str(i))
+                         for i, m in enumerate(spec.wasm.import_modules)]
+                    )  # fmt: skip
             request = ExecutionRequest(
                 execution_id=ex.id,
                 job_id=ex.job_id,
@@ -98,7 +113,8 @@ class Runner:
                 entry_module=entry,
                 import_modules=imports or (),
             )
-            result = await executor.run(request)
+            with self._timed("run"):
+                result = await executor.run(request)
             proposal = await self.verifiers[spec.verifier].proposal(results)
             return RunOutcome(result, proposal)
         finally:
@@ -134,7 +150,8 @@ class Runner:
         results = self.results_dir(ex.id)
         if not results.is_dir():
             raise PublishFailed(f"results of execution {ex.id} are gone", retryable=False)
-        return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)
+        with self._timed("publish"):
+            return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)
 
     async def remove(self, execution_id: str) -> None:
         """Delete the execution's work dir (results included)."""

@@ -82,6 +82,8 @@ class ApiServer:
     # -- auth: a bearer token guards every mutating call when api.token is set ------------------
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.node.ready and request.path != "/healthz":
+            return _json({"status": "starting", "error": "node is starting"}, 503)
         token = self.node.settings.api.token
         if token and request.method != "GET":
             given = request.headers.get("Authorization", "")

@@ -12,7 +12,7 @@ MAX_SERIALIZED_BYTES = 10 * 1024 * 1024
 MAX_LIST_ELEMENTS = 1000
 
 
-class WireEnum(str, enum.Enum):
+class WireEnum(enum.StrEnum):
     """An enum that parses like Go's `strings.EqualFold(strings.TrimSpace(s), name)`."""
 
     @classmethod
