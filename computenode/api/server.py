@@ -53,6 +53,8 @@ class ApiServer:
         self.app = web.Application(middlewares=[errors_middleware, self._auth], client_max_size=MAX_BODY)
         self.runner: web.AppRunner | None = None
         r = self.app.router
+        r.add_get("/", self.dashboard)
+        r.add_get("/metrics", self.metrics)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/api/v1/node", self.node_info)
@@ -116,6 +118,28 @@ class ApiServer:
     async def readyz(self, request: web.Request) -> web.Response:
         code, body = self.readiness()
         return _json(body, code)
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        from computenode.api.dashboard import render
+
+        return web.Response(text=await render(self.node, self.readiness()), content_type="text/html")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        node, m = self.node, self.node.metrics
+        sched = node.compute.scheduler
+        counts = await node.store.counts()
+        for state in ExecutionState:
+            m.executions.labels(state.value).set(counts.get(state, 0))
+        m.queue_depth.set(len(sched.queued))
+        m.running.set(len(sched.running))
+        for key, value in node.limits.total.to_wire().items():
+            m.capacity_total.labels(key.lower()).set(value)
+        for key, value in sched.available.to_wire().items():
+            m.capacity_available.labels(key.lower()).set(value)
+        body = generate_latest(m.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def node_info(self, request: web.Request) -> web.Response:
         node = self.node
