@@ -1,0 +1,79 @@
+# computenode: the two commands a newcomer needs are `make run` and `make test`.
+#
+#   make test           venv + deps, start the real services (scripts/testbed.sh up),
+#                       run every test with the test bed's environment
+#   make run            venv + deps, start dockerd and kubo when they can be had
+#                       (best effort), then run a node with config/computenode.yaml
+#   make services       start the test bed;  make services-down: stop it
+#   make status         what of the test bed answers
+#   make bench          run bench/*.py (not part of `make test`)
+#   make lint           ruff check
+#
+# PYTEST_ARGS=... passes extra arguments to pytest (e.g. PYTEST_ARGS="-k docker -x").
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-installed
+TESTBED := scripts/testbed.sh
+CONFIG ?= config/computenode.yaml
+PYTEST_ARGS ?=
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+.PHONY: help venv deps test run services services-down status bench lint
+
+help:
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed (the install is editable).
+$(DEPS_STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv deps: $(DEPS_STAMP)
+
+services:
+	@$(TESTBED) up
+
+services-down:
+	@$(TESTBED) down
+
+status:
+	@$(TESTBED) status
+
+test: $(DEPS_STAMP)
+	$(TESTBED) up >/dev/null; \
+	eval "$$($(TESTBED) env)"; \
+	exec $(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+# Best effort: a node without Docker still runs WASM jobs, one without kubo
+# still runs jobs without IPFS inputs. The node uses the test bed's kubo unless
+# COMPUTENODE_STORAGE__IPFS__API is already set.
+run: $(DEPS_STAMP)
+	$(TESTBED) up docker ipfs --best-effort >/dev/null || true; \
+	eval "$$($(TESTBED) env)"; \
+	if [ -z "$${COMPUTENODE_STORAGE__IPFS__API:-}" ] && [ -n "$${COMPUTENODE_TEST_IPFS_API:-}" ] \
+	   && curl -fsS --max-time 2 -X POST -o /dev/null "http://$$(echo "$$COMPUTENODE_TEST_IPFS_API" | sed -E 's#^/ip4/([^/]+)/tcp/([0-9]+)$$#\1:\2#')/api/v0/version" 2>/dev/null; then \
+	    export COMPUTENODE_STORAGE__IPFS__API="$$COMPUTENODE_TEST_IPFS_API"; \
+	    echo "make run: IPFS API $$COMPUTENODE_STORAGE__IPFS__API (the test bed's kubo)"; \
+	fi; \
+	exec $(VENV)/bin/computenode run --config $(CONFIG)
+
+bench: $(DEPS_STAMP)
+	$(TESTBED) up >/dev/null; \
+	eval "$$($(TESTBED) env)"; \
+	shopt -s nullglob; files=(bench/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "no bench/*.py"; exit 0; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(VPY) "$$f"; done
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .

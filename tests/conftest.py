@@ -1,0 +1,69 @@
+"""Session fixtures for the real services of the test bed (scripts/testbed.sh).
+
+Each fixture reads its COMPUTENODE_TEST_* variable (default: the test bed's
+address), checks that the service really answers, and fails the test with the
+command that starts it when it does not. Nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+try:  # tests/ as a package (tests/__init__.py) or as a plain rootdir
+    from tests import services
+except ImportError:  # pragma: no cover - depends on how pytest imported conftest
+    import services  # type: ignore[no-redef]
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """The Docker engine's address, e.g. ``unix:///var/run/docker.sock``."""
+    host = services.docker_host()
+    reason = services.probe_docker(host)
+    if reason:
+        pytest.fail(services.not_running_message("Docker engine", host, reason), pytrace=False)
+    return host
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    """The local image registry as ``host:port`` (it holds ``busybox:1``)."""
+    hostport = services.registry()
+    reason = services.probe_registry(hostport)
+    if reason:
+        pytest.fail(services.not_running_message("Image registry", hostport, reason), pytrace=False)
+    return hostport
+
+
+@pytest.fixture(scope="session")
+def ipfs_api() -> str:
+    """kubo's RPC API as a multiaddr, e.g. ``/ip4/127.0.0.1/tcp/5101``."""
+    api = services.ipfs_api()
+    reason = services.probe_ipfs(api)
+    if reason:
+        pytest.fail(services.not_running_message("IPFS (kubo)", api, reason), pytrace=False)
+    return api
+
+
+@pytest.fixture(scope="session")
+def ipfs_bin() -> str:
+    """Path of the kubo binary; IPFS_PATH is set to the test bed's repo if unset."""
+    path = services.ipfs_bin()
+    reason = services.probe_ipfs_bin(path)
+    if reason:
+        pytest.fail(services.not_running_message("kubo binary", path, reason), pytrace=False)
+    os.environ.setdefault("IPFS_PATH", services.ipfs_path())
+    return path
+
+
+@pytest.fixture(scope="session")
+def wasm_modules_dir() -> Path:
+    """Directory of the WASM test modules built by tests/wasm/build.sh."""
+    path = services.wasm_modules_dir()
+    reason = services.probe_wasm_dir(path)
+    if reason:
+        pytest.fail(services.not_running_message("WASM test modules", str(path), reason), pytrace=False)
+    return path
