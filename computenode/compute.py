@@ -66,6 +66,7 @@ class Compute:
         bid_expiry_s: float,
         metrics: Metrics | None = None,
         max_retries: int = 2,
+        keep_failed: bool = False,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -76,6 +77,7 @@ class Compute:
         self.bid_expiry_s = bid_expiry_s
         self.max_retries = max_retries
         self.metrics = metrics or Metrics()
+        self.keep_failed = keep_failed  # the cleanup loop removes failed dirs after retention.keep_failed_for
         self.draining = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}
@@ -188,7 +190,8 @@ class Compute:
         ex = await self._move(ex.id, S.FAILED, reason, run_output=result, retryable=retryable)
         log.info("execution failed", extra={"execution_id": ex.id, "reason": reason, "retryable": retryable})
         await self.callbacks.send(ex.callback_url, "on_compute_failure", {**self._meta(ex), "Err": reason})
-        await self.runner.remove(ex.id)
+        if not self.keep_failed:
+            await self.runner.remove(ex.id)
         if ex.owned:
             await self._retry_owned(ex)
 

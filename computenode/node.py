@@ -22,8 +22,10 @@ import httpx
 
 from computenode import shards as sharding_plan
 from computenode.callbacks import CallbackSender
+from computenode.cleanup import clean
 from computenode.compute import BidDecision, Compute, with_identity
-from computenode.config import Settings
+from computenode.config import Settings, load_settings
+from computenode.errors import SpecError
 from computenode.executors.base import Executor, Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
@@ -132,9 +134,16 @@ def build_backends(settings: Settings, node_id: str, base_url: str) -> Backends:
     return b
 
 
+def node_limits_for(settings: Settings, data_dir: Path) -> Any:
+    from computenode.capacity.fingerprint import node_limits
+
+    return node_limits(settings.capacity, data_dir)
+
+
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
         self.data_dir = settings.node.data_dir
         self.node_id = ""
         self.labels = dict(settings.node.labels)
@@ -200,7 +209,7 @@ class Node:
     async def start(self) -> None:
         """Open the store, build the parts, reconcile; everything but the API and loops."""
         from computenode.bidding import Bidder
-        from computenode.capacity.fingerprint import gpu_indexes, node_limits
+        from computenode.capacity.fingerprint import gpu_indexes
 
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +227,7 @@ class Node:
             checks[f"publisher:{pub.value}"] = p.check
         self.health = Health(checks, self.data_dir, s.retention.min_free_disk)
         await self.health.refresh()
-        self.limits = node_limits(s.capacity, self.data_dir)
+        self.limits = node_limits_for(s, self.data_dir)
         self.bidder = Bidder(
             self.node_id, s.job_selection, s.timeouts, self.limits, lambda: self.labels, self.installed,
             self.backends.storage, self.http,
@@ -234,6 +243,7 @@ class Node:
             self.node_id, self.store, runner,
             lambda start: Scheduler(self.limits.total, self.limits.queue, gpus, start),
             self.decide, self.callbacks, s.timeouts.bid_expiry, self.metrics,
+            keep_failed=s.retention.keep_failed_for > 0,
         )  # fmt: skip
         self.compute.draining = bool(await self.store.get_meta(DRAIN_KEY))
         live = await self._reap_orphans(startup=True)
@@ -251,6 +261,41 @@ class Node:
                     present |= await ex.live_executions()
                     self.metrics.reaped.inc(await ex.reap(active))
         return present
+
+    async def _clean_disk(self) -> None:
+        r = self.settings.retention
+        freed = await clean(self.store, self.data_dir / "executions", self.data_dir / "published",
+                            r.keep_failed_for, r.results_max_age)  # fmt: skip
+        self.metrics.bytes_freed.inc(freed)
+
+    async def reload(self) -> list[str]:
+        """SIGHUP: apply the keys safe to change live; return the changed keys that need a restart."""
+        if self.config_path is None:
+            log.warning("reload asked but the node was started without a config file")
+            return []
+        try:
+            new = load_settings(self.config_path)
+        except SpecError as exc:
+            log.error("reload refused: the config does not validate", extra={"errors": exc.errors})
+            return []
+        old = self.settings
+        live = {"node": old.node.model_copy(update={"labels": new.node.labels}),
+                "job_selection": new.job_selection, "capacity": new.capacity, "logging": new.logging}  # fmt: skip
+        needs_restart = [
+            name for name in type(new).model_fields
+            if getattr(new, name) != getattr(old, name) and name not in live
+        ] + (["node.id", "node.data_dir"] if (new.node.id, new.node.data_dir) != (old.node.id, old.node.data_dir)
+             else [])  # fmt: skip
+        self.settings = old.model_copy(update=live)
+        self.labels = dict(new.node.labels)
+        self.limits = node_limits_for(new, self.data_dir)
+        self.bidder.update(selection=new.job_selection, limits=self.limits)
+        self.compute.scheduler.resize(self.limits.total, self.limits.queue)
+        logging.getLogger().setLevel(new.logging.level.upper())
+        log.info("configuration reloaded", extra={"needs_restart": needs_restart})
+        if needs_restart:
+            log.warning("changed keys need a restart to take effect", extra={"keys": needs_restart})
+        return needs_restart
 
     async def close(self) -> None:
         await self.backends.close()
@@ -284,7 +329,8 @@ class Node:
             tg.create_task(self.callbacks.run(stop))
             tg.create_task(every(1.0, self.compute.expire_bids))
             tg.create_task(every(docker.reap_interval, self._reap_orphans))
-            tg.create_task(_watchdog(stop))
+            tg.create_task(every(60.0, self._clean_disk))
+            tg.create_task(_notify_loop(self, stop))
 
     async def run(self, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:
         from computenode.api.server import ApiServer
@@ -301,6 +347,7 @@ class Node:
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()) if self.ready else None)
         api = ApiServer(self)
         # Listen first so the local publisher knows the real port (listen :0 in tests);
         # the API answers 503 "starting" until start() is done.
@@ -322,19 +369,22 @@ class Node:
             if self.ready:
                 await self.close()
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
         return 0
 
 
-async def _watchdog(stop: asyncio.Event) -> None:
-    """WATCHDOG=1 from the event loop itself: systemd restarts a node whose loop is stuck."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    if not usec:
+async def _notify_loop(node: Node, stop: asyncio.Event) -> None:
+    """STATUS= with the running count, and WATCHDOG=1 sent from the event loop itself,
+    so systemd restarts a node whose loop is stuck."""
+    if not os.environ.get("NOTIFY_SOCKET"):
         return
-    interval = int(usec) / 2e6
+    usec = os.environ.get("WATCHDOG_USEC")
+    interval = min(5.0, int(usec) / 2e6) if usec else 5.0
     while not stop.is_set():
-        sd_notify("WATCHDOG=1")
+        sched = node.compute.scheduler
+        status = f"STATUS=running {len(sched.running)}, queued {len(sched.queued)}"
+        sd_notify(status + ("\nWATCHDOG=1" if usec else ""))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 
@@ -355,9 +405,9 @@ def sd_notify(state: str) -> bool:
     return True
 
 
-async def serve(settings: Settings) -> int:
-    """`computenode run`: the node until SIGTERM/SIGINT; the exit code."""
-    return await Node(settings).run()
+async def serve(settings: Settings, config_path: Path | None = None) -> int:
+    """`computenode run`: the node until SIGTERM/SIGINT (SIGHUP reloads `config_path`); the exit code."""
+    return await Node(settings, config_path).run()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,63 @@
+"""Disk cleanup: execution dirs nobody owns any more, and published local results past their age."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from computenode.store import NotFound, Store
+
+log = logging.getLogger(__name__)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _remove(path: Path) -> int:
+    freed = _size(path)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return freed
+
+
+async def clean(store: Store, executions_root: Path, published_root: Path, keep_failed_s: float,
+                results_max_age_s: float) -> int:  # fmt: skip
+    """Remove what is no longer needed; the bytes freed."""
+    freed = 0
+    now = time.time()
+    if executions_root.is_dir():
+        for d in executions_root.iterdir():
+            try:
+                ex = await store.get(d.name)
+            except NotFound:
+                ex = None  # a dir the store never knew: left by a crash before the row was written
+            if ex is not None and (not ex.state.is_terminal or now - ex.updated_at < keep_failed_s):
+                continue
+            freed += await asyncio.to_thread(_remove, d)
+    if published_root.is_dir() and results_max_age_s > 0:
+        for f in published_root.iterdir():
+            try:
+                old = now - f.stat().st_mtime > results_max_age_s
+            except FileNotFoundError:
+                continue
+            if old:
+                freed += await asyncio.to_thread(_remove, f)
+    if freed:
+        log.info("disk cleanup", extra={"bytes_freed": freed})
+    return freed
