@@ -250,17 +250,22 @@ class Compute:
         return ex
 
     # -- jobs owned by this node (seed 003) ---------------------------------------------------
-    async def submit(self, job: Job) -> tuple[Job, list[Execution]]:
-        """Run every shard of `job` here; Rejected with every reason when the node will not."""
+    async def submit(self, job: Job, client_id: str = "") -> tuple[Job, list[Execution]]:
+        """Run every shard of `job` here; Rejected with every reason when the node will not.
+
+        `client_id` is set only for verified submissions (requester API); it owns the job there.
+        """
         job = with_identity(job)
         decision = await self.decide(job)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
+        if not reasons:
+            reasons = self.scheduler.admit_reasons(decision.usage)
         if reasons:
             self.metrics.bids.labels("rejected", reason_kind(reasons[0])).inc()
             raise Rejected(reasons)
-        await self._remember(job, owned=True)
+        await self._remember(job, owned=True, client_id=client_id)
         copies = max(1, job.spec.deal.concurrency)
         made: list[Execution] = []
         for index in range(decision.shards):
