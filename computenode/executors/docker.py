@@ -1,0 +1,229 @@
+"""The Docker executor: one job shard in one container on the engine, through aiodocker.
+
+Stages of one run: check the outputs and build the config (errors before anything starts),
+make the image present, create (never containers.run: it pulls behind the policy's back),
+attach, start, wait under the job's timeout, read State, remove. The container config
+builders live in docker_config.py, the pull policy in docker_image.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+from aiodocker.stream import Stream
+
+from computenode.config import DockerConfig
+from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory
+from computenode.executors.base import ExecutionRequest
+from computenode.executors.docker_config import EXECUTION, container_config, container_name, node_filter
+from computenode.executors.docker_image import ensure_image
+from computenode.executors.results import STDERR, STDOUT, CappedWriter, collect, output_dirs
+from computenode.model import RunCommandResult
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_S = 5.0
+API_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)  # short calls; long ones are unbounded
+DRAIN_TIMEOUT_S = 10.0  # after exit, the attach stream ends at once; this only bounds a stuck engine
+OOM_REASON = "memory limit exceeded"
+
+
+class DockerExecutor:
+    """Runs Docker-engine jobs; Recoverable: its containers carry this node's labels."""
+
+    def __init__(self, cfg: DockerConfig, node_id: str) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self._docker: aiodocker.Docker | None = None  # made on first use: constructors never touch the loop
+        self._running: set[str] = set()  # execution IDs this process is running now
+
+    def __repr__(self) -> str:
+        return f"DockerExecutor(node={self.node_id!r}, host={self.cfg.host!r}, running={len(self._running)})"
+
+    def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self.cfg.host, timeout=API_TIMEOUT)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def check(self) -> str | None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await self._client().version()
+        except TimeoutError:
+            return f"docker engine at {self.cfg.host} did not answer within {CHECK_TIMEOUT_S:g} s"
+        except (DockerError, aiohttp.ClientError, OSError) as exc:
+            return f"docker engine at {self.cfg.host} is unreachable: {_message(exc)}"
+        return None
+
+    async def run(self, request: ExecutionRequest) -> RunCommandResult:
+        outputs = output_dirs(request.results_dir, list(request.spec.outputs))
+        config = container_config(request, self.cfg, self.node_id, outputs)
+        docker = self._client()
+        self._running.add(request.execution_id)
+        try:
+            await ensure_image(docker, config["Image"], self.cfg.pull_policy, self.cfg.pull_timeout)
+            container = await self._create(docker, request, config)
+            try:
+                return await self._supervise(container, request)
+            finally:
+                await asyncio.shield(_remove(container))
+        except DockerError as exc:
+            # One mapping at the edge: the engine failed us, not the job.
+            raise ExecutionFailed(f"docker engine error: {exc.message}", retryable=True) from exc
+        finally:
+            self._running.discard(request.execution_id)
+
+    async def _create(
+        self, docker: aiodocker.Docker, request: ExecutionRequest, config: dict[str, Any]
+    ) -> DockerContainer:
+        """Create the container; a cancel mid-call still removes it rather than leave it to the reaper."""
+        name = container_name(request.execution_id)
+        task = asyncio.ensure_future(docker.containers.create(config, name=name))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(DockerError):
+                await _remove(await task)
+            raise
+        except DockerError as exc:
+            if exc.status == 404:
+                raise ImageUnavailable(f"image {config['Image']} is not on this node") from exc
+            if exc.status == 409:
+                raise ExecutionFailed(f"container {name} already exists", retryable=True) from exc
+            raise
+
+    async def _supervise(self, container: DockerContainer, request: ExecutionRequest) -> RunCommandResult:
+        """Stream the output to the results dir while the job runs, then judge how it ended."""
+        results = request.results_dir
+        out = CappedWriter(results / STDOUT, self.cfg.stream_cap)
+        err = CappedWriter(results / STDERR, self.cfg.stream_cap)
+        try:
+            # Attach before start so nothing the job prints is missed; attach (not logs) is byte-exact.
+            async with container.attach(stdout=True, stderr=True) as stream:
+                pump = asyncio.create_task(_pump(stream, out, err))
+                try:
+                    timed_out = await self._start_and_wait(container, request)
+                finally:
+                    await _drain(pump)
+        finally:
+            out.close()
+            err.close()
+        state = (await container.show())["State"]
+        return _judge(request, state, timed_out)
+
+    async def _start_and_wait(self, container: DockerContainer, request: ExecutionRequest) -> bool:
+        """Run to exit; True when the job's own timeout stopped it. A cancel kills at once."""
+        try:
+            await _start(container, request)
+            log.info("container started", extra={"execution_id": request.execution_id})
+            try:
+                async with asyncio.timeout(request.timeout_s if request.timeout_s > 0 else None):
+                    await container.wait()
+                return False
+            except TimeoutError:
+                # SIGTERM, then SIGKILL after the grace (a shell as PID 1 ignores SIGTERM).
+                await container.stop(t=math.ceil(self.cfg.stop_grace))
+                await container.wait()
+                return True
+        except asyncio.CancelledError:
+            await asyncio.shield(_kill(container))
+            raise
+
+    async def live_executions(self) -> set[str]:
+        rows = await self._client().containers.list(all=True, filters=node_filter(self.node_id))
+        return {row["Labels"].get(EXECUTION, "") for row in rows} - {""}
+
+    async def reap(self, live: set[str]) -> int:
+        """Remove this node's containers that no live execution owns and older than reap_grace.
+
+        The grace keeps a container just created by a run whose execution the caller has
+        not yet recorded as live. Idempotent; safe to call at start-up and periodically.
+        """
+        keep = live | self._running
+        now = time.time()
+        removed = 0
+        for row in await self._client().containers.list(all=True, filters=node_filter(self.node_id)):
+            execution_id = row["Labels"].get(EXECUTION, "")
+            if execution_id in keep or now - float(row["Created"]) < self.cfg.reap_grace:
+                continue
+            if await _remove(row):
+                removed += 1
+                log.info("reaped container", extra={"execution_id": execution_id, "container": row.id})
+        return removed
+
+
+async def _start(container: DockerContainer, request: ExecutionRequest) -> None:
+    try:
+        await container.start()
+    except DockerError as exc:
+        if request.gpu_indexes and exc.status == 500:
+            # No NVIDIA runtime: "could not select device driver" (LIBRARIES.md §1.2).
+            raise ExecutionFailed(f"GPUs {list(request.gpu_indexes)} are not available: {exc.message}") from exc
+        if exc.status in (400, 404, 500):
+            # A missing entrypoint or a bad working dir: the job's own spec cannot start.
+            raise ExecutionFailed(f"container could not start: {exc.message}") from exc
+        raise
+
+
+async def _pump(stream: Stream, out: CappedWriter, err: CappedWriter) -> None:
+    """Demultiplexed frames to the two files; aiodocker's queue pauses the socket at 64 KiB.
+
+    The writes are plain buffered file writes of at most one frame: cheaper than a thread hop each.
+    """
+    while (msg := await stream.read_out()) is not None:
+        (err if msg.stream == 2 else out).write(msg.data)
+
+
+async def _drain(pump: asyncio.Task[None]) -> None:
+    """Let the pump read to EOF (the container has exited or been killed), bounded."""
+    done, _ = await asyncio.wait({pump}, timeout=DRAIN_TIMEOUT_S)
+    if not done:
+        pump.cancel()
+        log.warning("output stream did not end after the container stopped")
+    with contextlib.suppress(asyncio.CancelledError, DockerError, aiohttp.ClientError):
+        await pump
+
+
+def _judge(request: ExecutionRequest, state: dict[str, Any], timed_out: bool) -> RunCommandResult:
+    """OOM from State.OOMKilled (not guessed from 137), then the job's timeout, else a result."""
+    exit_code = int(state.get("ExitCode", -1))
+    if state.get("OOMKilled"):
+        raise OutOfMemory(OOM_REASON, result=collect(request.results_dir, exit_code, OOM_REASON))
+    if timed_out:
+        reason = f"timed out after {request.timeout_s:g} s"
+        raise JobTimeout(reason, result=collect(request.results_dir, exit_code, reason))
+    return collect(request.results_dir, exit_code)
+
+
+async def _kill(container: DockerContainer) -> None:
+    with contextlib.suppress(DockerError):
+        await container.kill(signal="SIGKILL")
+
+
+async def _remove(container: DockerContainer) -> bool:
+    """Force-remove; False when it was already gone or the engine refused (the reaper retries)."""
+    try:
+        await container.delete(force=True, v=True)
+    except DockerError as exc:
+        if exc.status != 404:
+            log.warning("could not remove container", extra={"container": container.id, "error": exc.message})
+        return False
+    return True
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, DockerError) else str(exc) or type(exc).__name__

@@ -1,0 +1,56 @@
+"""Make a job's image present on the engine under the node's pull policy.
+
+    if-not-present  pull only when the engine does not have the image (the default)
+    always          pull every time (a tag may have moved in the registry)
+    never           the image must already be on the engine
+
+`name@sha256:...` is passed to the engine as is, so a digest pins the exact image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from computenode.errors import ImageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_image(docker: aiodocker.Docker, image: str, policy: str, pull_timeout_s: float) -> None:
+    """Raise ImageUnavailable naming the image and the engine's or registry's answer."""
+    if policy != "always" and await has_image(docker, image):
+        return
+    if policy == "never":
+        raise ImageUnavailable(f"image {image} is not on this node and its pull policy is never")
+    await pull(docker, image, pull_timeout_s)
+
+
+async def has_image(docker: aiodocker.Docker, image: str) -> bool:
+    try:
+        await docker.images.inspect(image)
+    except DockerError as exc:
+        if exc.status == 404:
+            return False
+        raise ImageUnavailable(f"cannot inspect image {image}: {exc.message}", retryable=True) from exc
+    return True
+
+
+async def pull(docker: aiodocker.Docker, image: str, timeout_s: float) -> None:
+    """Pull under its own timeout, apart from the job's: a slow registry is not the job's fault."""
+    log.info("pulling image", extra={"image": image})
+    try:
+        async with asyncio.timeout(timeout_s):
+            # Drain the progress stream: errors the registry reports mid-stream
+            # (manifest unknown, unauthorized) arrive as DockerStreamError.
+            async for _ in docker.images.pull(image, stream=True):
+                pass
+    except TimeoutError as exc:
+        raise ImageUnavailable(f"pulling image {image} timed out after {timeout_s:g} s", retryable=True) from exc
+    except DockerError as exc:
+        # 5xx and an unreachable engine may pass; a 4xx or an in-stream refusal will not.
+        retryable = exc.status >= 500
+        raise ImageUnavailable(f"cannot pull image {image}: {exc.message}", retryable=retryable) from exc
