@@ -1,0 +1,104 @@
+"""Fixtures for the bidding tests: a real probe server on 127.0.0.1 and a Bidder factory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from bidhelpers import Setup, limits
+
+from computenode.bidding import Bidder
+from computenode.capacity import NodeLimits
+from computenode.config import JobSelectionConfig, TimeoutsConfig
+from computenode.model import Spec
+
+BidderFactory = Callable[..., Bidder]
+
+
+@pytest.fixture
+def setup() -> Setup:
+    return Setup()
+
+
+@pytest.fixture
+def bidder(setup: Setup) -> BidderFactory:
+    """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`."""
+
+    async def installed(spec: Spec) -> list[str]:
+        return list(setup.missing)
+
+    def build(
+        timeouts: TimeoutsConfig | None = None, node_limits: NodeLimits | None = None, **policy: Any
+    ) -> Bidder:
+        return Bidder(
+            "node-1", JobSelectionConfig(**policy), timeouts or TimeoutsConfig(), node_limits or limits(),
+            lambda: setup.labels, installed, setup.storage,
+        )  # fmt: skip
+
+    return build
+
+
+@dataclass
+class ProbeServer:
+    url: str
+    received: list[dict[str, Any]]
+
+
+@pytest_asyncio.fixture
+async def probe_server() -> AsyncIterator[ProbeServer]:
+    """A real aiohttp server on 127.0.0.1: /ok, /error, /no, /yes-json, /no-500, /hang, /garbage."""
+    received: list[dict[str, Any]] = []
+
+    async def record(request: web.Request) -> None:
+        received.append(json.loads(await request.read()))
+
+    async def ok(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="fine")
+
+    async def error(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(status=500, text="boom")
+
+    async def no(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"ShouldBid": False, "Reason": "this node only takes gold jobs"})
+
+    async def yes_json(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"shouldBid": True, "reason": "welcome"})
+
+    async def no_500(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"ShouldBid": False, "Reason": "quota exhausted"}, status=503)
+
+    async def hang(request: web.Request) -> web.Response:
+        await record(request)
+        await asyncio.sleep(60)
+        return web.Response(text="too late")
+
+    async def garbage(request: web.Request) -> web.Response:
+        await record(request)
+        return web.Response(text="{not json", content_type="application/json")
+
+    app = web.Application()
+    handlers: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+        "/ok": ok, "/error": error, "/no": no, "/yes-json": yes_json, "/no-500": no_500,
+        "/hang": hang, "/garbage": garbage,
+    }  # fmt: skip
+    app.add_routes([web.post(path, handler) for path, handler in handlers.items()])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield ProbeServer(f"http://127.0.0.1:{port}", received)
+    finally:
+        await runner.cleanup()
