@@ -140,6 +140,34 @@ def node_limits_for(settings: Settings, data_dir: Path) -> Any:
     return node_limits(settings.capacity, data_dir)
 
 
+# Readiness names: one per dependency, as /readyz shows them (docker, wasm, ipfs, ...).
+ENGINE_NAMES = {Engine.DOCKER: "docker", Engine.WASM: "wasm", Engine.NOOP: "noop"}
+
+
+def engine_key(engine: Engine) -> str:
+    return ENGINE_NAMES.get(engine, engine.value.lower())
+
+
+def storage_key(source: StorageSource) -> str:
+    return "ipfs" if source is StorageSource.IPFS else f"storage:{source.value}"
+
+
+def publisher_key(publisher: Publisher) -> str:
+    # The IPFS and Estuary publishers use the same kubo as IPFS inputs.
+    return "ipfs" if publisher in (Publisher.IPFS, Publisher.ESTUARY) else f"publisher:{publisher.value}"
+
+
+def dependency_checks(b: Backends) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    for engine, ex in b.executors.items():
+        checks[engine_key(engine)] = ex.check
+    for src, st in b.storage.items():
+        checks[storage_key(src)] = st.check
+    for pub, p in b.publishers.items():
+        checks.setdefault(publisher_key(pub), p.check)
+    return checks
+
+
 class Node:
     def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
         self.settings = settings
@@ -172,20 +200,20 @@ class Node:
     async def installed(self, spec: Spec) -> list[str]:
         """Why this node cannot run `spec` right now, per missing part (engine, sources, publisher)."""
         reasons: list[str] = []
-        b = self.backends
+        b, h = self.backends, self.health
         if spec.engine not in b.executors:
             reasons.append(f"engine {spec.engine.value} is not enabled on this node")
-        elif why := self.health.reason(f"engine:{spec.engine.value}"):
+        elif why := h.reason(engine_key(spec.engine)):
             reasons.append(f"engine {spec.engine.value} is not available: {why}")
         for src in {s.storage_source for s in spec.all_storage_specs() if s.storage_source}:
             if src not in b.storage:
                 reasons.append(f"storage source {src.value} is not enabled on this node")
-            elif why := self.health.reason(f"storage:{src.value}"):
+            elif why := h.reason(storage_key(src)):
                 reasons.append(f"storage source {src.value} is not available: {why}")
         pub = spec.publisher or Publisher(self.settings.publishers.default)
         if pub not in b.publishers:
             reasons.append(f"publisher {pub.value} is not enabled on this node")
-        elif why := self.health.reason(f"publisher:{pub.value}"):
+        elif why := h.reason(publisher_key(pub)):
             reasons.append(f"publisher {pub.value} is not available: {why}")
         if spec.verifier not in b.verifiers:
             reasons.append(f"verifier {spec.verifier.value} is not enabled on this node")
@@ -218,14 +246,8 @@ class Node:
         self.node_id = node_id_for(s)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         self.backends = build_backends(s, self.node_id, self.base_url)
-        checks: dict[str, Any] = {"store": self.store.check}
-        for engine, ex in self.backends.executors.items():
-            checks[f"engine:{engine.value}"] = ex.check
-        for src, st in self.backends.storage.items():
-            checks[f"storage:{src.value}"] = st.check
-        for pub, p in self.backends.publishers.items():
-            checks[f"publisher:{pub.value}"] = p.check
-        self.health = Health(checks, self.data_dir, s.retention.min_free_disk)
+        self.health = Health({"store": self.store.check, **dependency_checks(self.backends)},
+                             self.data_dir, s.retention.min_free_disk)  # fmt: skip
         await self.health.refresh()
         self.limits = node_limits_for(s, self.data_dir)
         self.bidder = Bidder(
@@ -256,7 +278,7 @@ class Node:
         if not startup:
             active |= set(self.compute.tasks)
         for ex in self.backends.executors.values():
-            if isinstance(ex, Recoverable) and not self.health.reason("engine:Docker"):
+            if isinstance(ex, Recoverable) and not self.health.reason("docker"):
                 with contextlib.suppress(Exception):
                     present |= await ex.live_executions()
                     self.metrics.reaped.inc(await ex.reap(active))
@@ -433,9 +455,7 @@ async def check_job(settings: Settings, job: Job) -> CheckReport:
 
     node_id = settings.node.id or "dry-run"
     backends = build_backends(settings, node_id, "http://127.0.0.1")
-    health = Health({f"engine:{e.value}": x.check for e, x in backends.executors.items()}
-                    | {f"storage:{s.value}": p.check for s, p in backends.storage.items()}
-                    | {f"publisher:{p.value}": b.check for p, b in backends.publishers.items()},
+    health = Health(dependency_checks(backends),
                     settings.node.data_dir if settings.node.data_dir.exists() else Path("/"),
                     settings.retention.min_free_disk)  # fmt: skip
     async with httpx.AsyncClient() as http:

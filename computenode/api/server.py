@@ -105,7 +105,9 @@ class ApiServer:
             checks[name] = {"ok": reason is None, **({"reason": reason} if reason else {})}
         draining = node.compute.draining
         checks["draining"] = {"ok": not draining, **({"reason": "node is draining"} if draining else {})}
-        engines_up = [n for n in reasons if n.startswith("engine:") and reasons[n] is None]
+        from computenode.node import engine_key
+
+        engines_up = [e for e in node.backends.executors if reasons.get(engine_key(e), "unchecked") is None]
         blockers = [n for n in ("store", "disk") if reasons.get(n)]
         if not engines_up:
             blockers.append("no engine can run jobs")

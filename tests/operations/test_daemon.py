@@ -1,0 +1,183 @@
+"""The daemon as an operator meets it: signals, restarts, systemd, reload, drain, logs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.node.conftest import CallbackServer
+from tests.operations.daemon import COMPUTENODE, REPO, Daemon
+
+BUSYBOX = "computenode-test/busybox:latest"
+
+
+def docker_job(*cmd: str) -> dict[str, object]:
+    return {"Spec": {"Engine": "Docker", "Publisher": "Local", "Docker": {"Image": BUSYBOX, "Entrypoint": list(cmd)}}}
+
+
+def noop_job() -> dict[str, object]:
+    return {"Spec": {"Engine": "Noop", "Publisher": "Local"}}
+
+
+def containers_of(node_id: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.computenode.node={node_id}"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return out.stdout.split()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, ipfs_api: str, docker_host: str):
+    made: list[Daemon] = []
+
+    def make(**extra: object) -> Daemon:
+        d = Daemon(tmp_path / f"d{len(made)}", ipfs_api, docker_host, **extra)
+        d.tmp.mkdir(parents=True, exist_ok=True)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()
+        for cid in containers_of(d.config["node"]["id"]):
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (REPO / "systemd" / "computenode.service").read_text().replace("/usr/local/bin/computenode", COMPUTENODE)
+    path = tmp_path / "computenode.service"
+    path.write_text(unit)
+    out = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for key in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "KillMode=mixed", "ExecReload=/bin/kill -HUP"):
+        assert key in unit
+
+
+def test_notify_ready_status_watchdog_stopping(daemon, tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(15)
+    d = daemon()
+    d.start(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}, wait=False)
+    messages: list[str] = []
+    try:
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        assert any("STATUS=running 0" in m for m in messages)
+        d.signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert d.wait_exit() == 0
+    finally:
+        sock.close()
+
+
+def test_sighup_reloads_labels(daemon) -> None:
+    d = daemon()
+    d.start()
+    assert d.get("/api/v1/node").json()["Labels"] == {"tier": "one"}
+    d.config["node"]["labels"] = {"tier": "two"}
+    d.config["api"]["token"] = "changed"  # not live-safe: logged as needing a restart
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    d.wait_for("/api/v1/node", lambda n: n["Labels"] == {"tier": "two"})
+    assert "need a restart" in d.log_path.read_text()
+    assert d.post("/api/v1/jobs", noop_job()).status_code == 201  # the token was not applied live
+
+
+def test_sigterm_drains_and_reports_every_execution(daemon) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        cb = CallbackServer()
+        await cb.start()
+        d = daemon(engines={"noop": {"enabled": True, "delay": "60s"}})
+        d.start()
+        try:
+            async with httpx.AsyncClient(base_url=d.url) as http:
+                ask = {"Job": noop_job(), "ShardIndexes": [0], "CallbackURL": cb.url}
+                [a] = (await http.post("/api/v1/compute/ask_for_bid", json=ask)).json()["ShardResponse"]
+                await http.post("/api/v1/compute/bid_accepted", json={"ExecutionID": a["ExecutionID"]})
+            d.signal(signal.SIGTERM)
+            await cb.wait_for("on_cancel_complete", a["ExecutionID"], timeout_s=20)
+            assert await asyncio.to_thread(d.wait_exit) == 0
+        finally:
+            await cb.stop()
+
+    asyncio.run(scenario())
+
+
+def test_drain_api_fast_and_off_survives_restart(daemon) -> None:
+    d = daemon(engines={"noop": {"enabled": True, "delay": "60s"}})
+    d.start()
+    job_id = d.post("/api/v1/jobs", noop_job()).json()["JobID"]
+    d.wait_for(f"/api/v1/jobs/{job_id}", lambda j: j["Shards"] and j["Shards"][0]["State"] == "Running")
+    assert d.post("/api/v1/node/drain", {"Mode": "fast"}).json()["Draining"] is True
+    d.wait_for(f"/api/v1/jobs/{job_id}", lambda j: j["State"] == "Cancelled")
+    assert d.post("/api/v1/jobs", noop_job()).status_code == 409
+    d.stop()
+    d.start()
+    assert d.get("/api/v1/node").json()["Draining"] is True
+    assert d.get("/readyz").status_code == 503
+    d.post("/api/v1/node/drain", {"Mode": "off"})
+    assert d.get("/readyz").status_code == 200
+
+
+def test_kill_9_then_restart_leaves_nothing_active_or_orphaned(daemon) -> None:
+    import asyncio
+
+    async def scenario() -> None:
+        cb = CallbackServer()
+        await cb.start()
+        d = daemon()
+        d.start()
+        try:
+            ask = {"Job": docker_job("sleep", "60"), "ShardIndexes": [0], "CallbackURL": cb.url}
+            [a] = d.post("/api/v1/compute/ask_for_bid", ask).json()["ShardResponse"]
+            assert a["Accepted"], a
+            d.post("/api/v1/compute/bid_accepted", {"ExecutionID": a["ExecutionID"]})
+            d.wait_for(f"/api/v1/executions/{a['ExecutionID']}", lambda e: e["State"] == "Running")
+            deadline = time.monotonic() + 20
+            while not containers_of("n-ops") and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert containers_of("n-ops"), "the job's container never appeared"
+            d.signal(signal.SIGKILL)
+            d.wait_exit()
+            d.start()
+            ex = d.wait_for(f"/api/v1/executions/{a['ExecutionID']}", lambda e: e["State"] == "Failed")
+            assert "node restarted" in ex["History"][-1]["Comment"]
+            assert d.get("/api/v1/executions?state=Running").json()["Executions"] == []
+            await cb.wait_for("on_compute_failure", a["ExecutionID"], timeout_s=20)
+            deadline = time.monotonic() + 20
+            while containers_of("n-ops") and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert containers_of("n-ops") == []
+        finally:
+            await cb.stop()
+
+    asyncio.run(scenario())
+
+
+def test_logs_follow_streams_a_running_job(daemon) -> None:
+    d = daemon()
+    d.start()
+    job = docker_job("sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done")
+    job_id = d.post("/api/v1/jobs", job).json()["JobID"]
+    shard = d.wait_for(f"/api/v1/jobs/{job_id}", lambda j: j["Shards"] and j["Shards"][0]["State"] == "Running")
+    eid = shard["Shards"][0]["ExecutionId"]
+    chunks: list[bytes] = []
+    with httpx.stream("GET", f"{d.url}/api/v1/executions/{eid}/logs?follow=true", timeout=30) as resp:
+        for chunk in resp.iter_bytes():
+            chunks.append(chunk)
+    text = b"".join(chunks).decode()
+    assert [line for line in text.split("\n") if line] == [f"line{i}" for i in range(1, 6)]
+    assert len(chunks) > 1  # streamed as it ran, not in one piece at the end
+
+

@@ -1,0 +1,118 @@
+"""/readyz tells the truth: private dockerd and kubo that only this test stops and starts again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.operations.daemon import Daemon, free_port
+
+
+class PrivateDockerd:
+    def __init__(self, root: Path) -> None:
+        self.root = root  # short path: unix sockets are limited to 108 bytes
+        self.sock = root / "d.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([
+            "dockerd", "--host", f"unix://{self.sock}", "--data-root", str(self.root / "data"),
+            "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
+            "--bridge=none", "--iptables=false", "--ip-masq=false",
+        ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ok = subprocess.run(["docker", "-H", f"unix://{self.sock}", "version"], capture_output=True)
+            if ok.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError("private dockerd did not start: " + (self.root / "dockerd.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+class PrivateKubo:
+    def __init__(self, ipfs_bin: str, root: Path) -> None:
+        self.bin, self.root = ipfs_bin, root
+        self.port = free_port()
+        self.env = {"IPFS_PATH": str(root / "repo"), "PATH": "/usr/bin:/bin"}
+        subprocess.run([self.bin, "init", "--profile", "test"], env=self.env, check=True, capture_output=True)
+        for key, value in (("Addresses.API", f"/ip4/127.0.0.1/tcp/{self.port}"), ("Addresses.Gateway", "")):
+            subprocess.run([self.bin, "config", key, value], env=self.env, check=True, capture_output=True)
+        subprocess.run([self.bin, "config", "--json", "Addresses.Swarm", "[]"], env=self.env, check=True,
+                       capture_output=True)  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}"
+
+    def start(self) -> None:
+        log = open(self.root / "kubo.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([self.bin, "daemon", "--offline"], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.post(f"http://127.0.0.1:{self.port}/api/v0/version", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError("private kubo did not start: " + (self.root / "kubo.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def private_services(ipfs_bin: str, docker_host: str) -> Iterator[tuple[PrivateDockerd, PrivateKubo]]:
+    root = Path(tempfile.mkdtemp(prefix="cn-", dir="/tmp"))
+    dockerd, kubo = PrivateDockerd(root), PrivateKubo(ipfs_bin, root)
+    try:
+        dockerd.start()
+        kubo.start()
+        yield dockerd, kubo
+    finally:
+        dockerd.stop()
+        kubo.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_readiness_follows_dependencies(private_services, tmp_path: Path, docker_host: str) -> None:
+    dockerd, kubo = private_services
+    d = Daemon(tmp_path, kubo.api, f"unix://{dockerd.sock}",
+               engines={"wasm": {"enabled": False}, "noop": {"enabled": False}})  # fmt: skip
+    d.start()
+    try:
+        body = d.wait_for("/readyz", lambda r: r["status"] == "ok")
+        assert {"docker", "ipfs", "store", "disk", "draining"} <= set(body["checks"])
+
+        kubo.stop()
+        body = d.wait_for("/readyz", lambda r: not r["checks"]["ipfs"]["ok"])
+        assert body["status"] == "degraded" and body["checks"]["ipfs"]["reason"]
+        assert d.get("/readyz").status_code == 200  # Docker jobs without IPFS can still run
+
+        dockerd.stop()
+        body = d.wait_for("/readyz", lambda r: not r["checks"]["docker"]["ok"])
+        assert body["checks"]["docker"]["reason"]
+        assert d.get("/readyz").status_code == 503  # no engine can run anything
+
+        dockerd.start()
+        kubo.start()
+        d.wait_for("/readyz", lambda r: r["status"] == "ok", timeout_s=40)
+        assert d.get("/readyz").status_code == 200
+    finally:
+        d.stop()
