@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static char *volatile keep; /* volatile: the compiler may not drop the allocations */
+
 int main(int argc, char **argv) {
     int want = argc > 1 ? atoi(argv[1]) : 64;
     for (int i = 0; i < want; i++) {
@@ -11,7 +13,8 @@ int main(int argc, char **argv) {
             printf("allocation failed after %d MiB\n", i);
             return 5;
         }
-        memset(p, 1, 1 << 20);
+        memset(p, i, 1 << 20);
+        keep = p;
     }
     printf("allocated %d MiB\n", want);
     return 0;

@@ -1,0 +1,403 @@
+"""The WASM executor: runs one shard as a WASI (preview1) command in wasmtime.
+
+One Engine per executor (epoch interruption on), a ticker thread that advances its
+epoch, and one Store per execution run in a worker thread. The epoch deadline
+callback of each Store checks the run's wall-clock deadline and its cancel switch,
+so both the job's Timeout and a cancel stop a module that never returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import math
+import os
+import posixpath
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime._bindings as wasmtime_ffi  # the epoch callback is not in the public API (pinned <51)
+from wasmtime import (
+    Config,
+    Engine,
+    ExitTrap,
+    FuncType,
+    Linker,
+    Module,
+    Store,
+    Trap,
+    WasiConfig,
+    WasmtimeError,
+)
+
+from computenode.config import WasmConfig
+from computenode.errors import ExecutionFailed, InvalidModule, JobTimeout, SpecError
+from computenode.executors.base import ExecutionRequest, InputVolume
+from computenode.executors.results import STDERR, STDOUT, collect, output_dirs
+from computenode.executors.wasm_cache import ModuleCache, fingerprint
+from computenode.model import RunCommandResult
+
+log = logging.getLogger(__name__)
+
+EPOCH_PERIOD_S = 0.01  # how often the engine's epoch advances: the timeout/cancel resolution
+DEFAULT_ENTRY_POINT = "_start"
+STOP_GRACE_S = 1.0  # how long a stopped run may take to leave a host call
+MAX_THREADS = 32  # concurrent WASM runs; the scheduler's capacity is the real bound
+NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout)
+
+_CALLBACK_ARGS = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes
+_EpochCallback = _CALLBACK_ARGS[1]
+_NO_FINALIZER = ctypes.cast(None, _CALLBACK_ARGS[3])
+_CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+
+
+class _Interrupt:
+    """The stop switch of one run, read by the epoch callback in the wasm thread.
+
+    The Store's deadline is one tick ahead, so the callback runs every tick; it either
+    extends the deadline by one more tick or returns an error, which wasmtime raises
+    as a trap out of the running module. `reason` says which stop it was.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s if timeout_s > 0 else math.inf
+        self.reason: str | None = None  # "timeout" or "cancel" once it fired
+        self.abandoned = False  # the caller has moved on: write nothing into the results dir
+        self._cancelled = threading.Event()
+        self._callback = _EpochCallback(self._on_epoch)  # kept alive as long as the run
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self._cancelled.set()
+
+    def install(self, store: Store) -> None:
+        wasmtime_ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, _NO_FINALIZER)
+        store.set_epoch_deadline(1)
+
+    def _on_epoch(self, _ctx: object, _data: object, delta: ctypes.Array, kind: ctypes.Array) -> int:
+        if self._cancelled.is_set():
+            self.reason = "cancel"
+        elif time.monotonic() >= self.deadline:
+            self.reason = "timeout"
+        else:
+            delta[0] = 1
+            kind[0] = _CONTINUE
+            return 0
+        err = wasmtime_ffi.wasmtime_error_new(f"interrupted: {self.reason}".encode())
+        return ctypes.cast(err, ctypes.c_void_p).value or 0  # wasmtime takes ownership
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """A compiled module and the name it is known by (argv[0], import namespace)."""
+
+    name: str
+    module: Module
+
+
+class WasmExecutor:
+    """Runs WASM jobs; `cache` (a ModuleCache) shows what each module load cost."""
+
+    def __init__(self, cfg: WasmConfig, cache_dir: Path) -> None:
+        self.cfg = cfg
+        config = Config()
+        config.epoch_interruption = True
+        self.engine = Engine(config)
+        # The fingerprint names the Config flags above: artifacts only load into a like Engine.
+        self.cache = ModuleCache(self.engine, cache_dir / "modules" / fingerprint("epoch"), cfg.cache_size)
+        self._roots = cache_dir / "roots"
+        self._linker = Linker(self.engine)  # WASI only; shared by runs without import modules
+        self._linker.define_wasi()
+        self._active: set[_Interrupt] = set()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        # Own threads: a long module must not hold the loop's default executor,
+        # which the store and hashing use.
+        self._pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="wasm")
+
+    @property
+    def running(self) -> int:
+        """Runs whose worker thread has not ended yet (a stopped run ends at the next tick)."""
+        return len(self._active)
+
+    async def check(self) -> str | None:
+        return "the wasm executor is closed" if self._stop.is_set() else None
+
+    async def run(self, request: ExecutionRequest) -> RunCommandResult:
+        """Run the entry module in a worker thread; on cancel stop it, keep its output, re-raise."""
+        if self._stop.is_set():
+            raise ExecutionFailed("the wasm executor is closed", retryable=True)
+        outputs = output_dirs(request.results_dir, list(request.spec.outputs))
+        interrupt = _Interrupt(request.timeout_s)
+        self._active.add(interrupt)
+        self._start_ticker()
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._run_blocking, request, outputs, interrupt
+        )
+        # Whatever happens to this task, the ticker keeps going until the thread ended.
+        future.add_done_callback(lambda f: self._finished(f, interrupt))
+        limit = request.timeout_s + STOP_GRACE_S if request.timeout_s > 0 else None
+        try:
+            done, _ = await asyncio.wait({future}, timeout=limit)
+        except asyncio.CancelledError:
+            interrupt.cancel()  # the module traps at the next epoch tick
+            done, _ = await asyncio.wait({future}, timeout=STOP_GRACE_S)
+            if not done:
+                interrupt.abandon()
+                log.warning("wasm run left behind in a host call", extra={"execution_id": request.execution_id})
+            raise
+        if done:
+            return future.result()
+        # Still inside a host call (a WASI sleep) past its deadline: epochs only reach
+        # wasm code, so leave the thread behind, writing nothing more.
+        interrupt.abandon()
+        log.warning("wasm run left behind in a host call", extra={"execution_id": request.execution_id})
+        reason = f"timed out after {request.timeout_s:g} s"
+        result = await asyncio.to_thread(collect, request.results_dir, NO_EXIT_CODE, reason)
+        raise JobTimeout(reason, result=result)
+
+    def close(self) -> None:
+        """Stop every run, the epoch ticker and the worker threads; idempotent."""
+        for interrupt in list(self._active):
+            interrupt.cancel()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5 * EPOCH_PERIOD_S)  # it outlives close() while a run is stuck
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finished(self, future: asyncio.Future[RunCommandResult], interrupt: _Interrupt) -> None:
+        self._active.discard(interrupt)
+        if not future.cancelled():
+            future.exception()  # retrieved: an abandoned run's error is nobody's
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        # Keeps ticking after close() until the last run stopped: a run only sees its
+        # cancel switch on a tick.
+        while True:
+            stopping = self._stop.wait(EPOCH_PERIOD_S)
+            if stopping:
+                if not self._active:
+                    return
+                time.sleep(EPOCH_PERIOD_S)
+            self.engine.increment_epoch()
+
+    # --- in the worker thread ---
+
+    def _run_blocking(
+        self, request: ExecutionRequest, outputs: list[tuple[Path, str]], interrupt: _Interrupt
+    ) -> RunCommandResult:
+        if request.entry_module is None:
+            raise InvalidModule("the job has no entry module (Spec.Wasm.EntryModule)")
+        entry = self._load(request.entry_module, "entry module")
+        imports = [self._load(vol, "import module") for vol in request.import_modules]
+        check_entry_point(entry, request.spec.wasm.entry_point or DEFAULT_ENTRY_POINT)
+        self._roots.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=f"{request.execution_id}-", dir=self._roots))
+        try:
+            build_root(root, request.inputs, outputs)
+            wasi = wasi_config(request, entry.name, root, outputs)
+            code, failure = self._execute(request, entry, imports, wasi, interrupt)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        if interrupt.abandoned:
+            raise ExecutionFailed("abandoned after its deadline")
+        self._cap_streams(request.results_dir)
+        if failure is None:
+            return collect(request.results_dir, code)
+        if interrupt.reason == "timeout":
+            reason = f"timed out after {request.timeout_s:g} s"
+            raise JobTimeout(reason, result=collect(request.results_dir, NO_EXIT_CODE, reason))
+        if interrupt.reason == "cancel":
+            raise ExecutionFailed("cancelled", result=collect(request.results_dir, NO_EXIT_CODE, "cancelled"))
+        raise ExecutionFailed(failure, result=collect(request.results_dir, NO_EXIT_CODE, failure))
+
+    def _load(self, vol: InputVolume, role: str) -> _Named:
+        path = module_file(vol)
+        try:
+            module = self.cache.load(path.read_bytes())
+        except WasmtimeError as exc:
+            raise InvalidModule(f"the {role} {path.name} is not a valid WASM module: {first_line(exc)}") from exc
+        return _Named(vol.spec.name or path.stem, module)
+
+    def _execute(
+        self,
+        request: ExecutionRequest,
+        entry: _Named,
+        imports: list[_Named],
+        wasi: WasiConfig,
+        interrupt: _Interrupt,
+    ) -> tuple[int, str | None]:
+        """(exit code, None) or (-1, the trap's message). The Store lives only in here, so
+        its stdout/stderr files are closed when this returns."""
+        store = Store(self.engine)
+        if request.resources.memory > 0:
+            # Past the limit memory.grow returns -1: the module sees an allocation failure.
+            store.set_limits(memory_size=request.resources.memory)
+        interrupt.install(store)
+        store.set_wasi(wasi)
+        linker = self._link(store, imports)
+        check_imports(store, linker, entry, imports)
+        try:
+            instance = linker.instantiate(store, entry.module)
+        except WasmtimeError as exc:
+            raise InvalidModule(f"cannot instantiate module {entry.name}: {first_line(exc)}") from exc
+        start = instance.exports(store)[request.spec.wasm.entry_point or DEFAULT_ENTRY_POINT]
+        try:
+            start(store)  # type: ignore[operator]  # checked to be a () -> () function
+        except ExitTrap as exc:  # proc_exit, including proc_exit(0)
+            return exc.code, None
+        except (Trap, WasmtimeError) as exc:
+            return NO_EXIT_CODE, trap_message(exc)
+        return 0, None
+
+    def _link(self, store: Store, imports: list[_Named]) -> Linker:
+        """A linker with WASI and each import module instantiated under its name."""
+        if not imports:
+            return self._linker
+        linker = Linker(self.engine)
+        linker.define_wasi()
+        for imp in imports:
+            try:
+                linker.define_instance(store, imp.name, linker.instantiate(store, imp.module))
+            except WasmtimeError as exc:
+                raise InvalidModule(f"cannot instantiate import module {imp.name}: {first_line(exc)}") from exc
+        return linker
+
+    def _cap_streams(self, results_dir: Path) -> None:
+        # wasmtime writes the files itself, so the cap applies after the run: a module
+        # can fill the disk past it while it runs (docs/wasm-executor.md).
+        for name in (STDOUT, STDERR):
+            path = results_dir / name
+            if path.exists() and path.stat().st_size > self.cfg.stream_cap:
+                os.truncate(path, self.cfg.stream_cap)
+
+
+def module_file(vol: InputVolume) -> Path:
+    """The module's file: the downloaded file, the file itself, or a directory's one .wasm file."""
+    path = vol.host_file or vol.host_path
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.iterdir() if p.suffix == ".wasm" and p.is_file())
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise InvalidModule(
+            f"the module directory {vol.spec.name or path.name} should hold exactly one .wasm file "
+            f"but holds {len(found)} ({names})"
+        )
+    return found[0]
+
+
+def check_entry_point(entry: _Named, entry_point: str) -> None:
+    exports = {e.name: e.type for e in entry.module.exports}
+    if entry_point not in exports:
+        raise InvalidModule(
+            f"function '{entry_point}' required but no WASM export with that name was found in module "
+            f"{entry.name} (exports: {', '.join(sorted(exports)) or 'none'})"
+        )
+    t = exports[entry_point]
+    if not isinstance(t, FuncType) or t.params or t.results:
+        raise InvalidModule(
+            f"export '{entry_point}' of module {entry.name} must be a function with no parameters "
+            f"and no results, but is {describe(t)}"
+        )
+
+
+def check_imports(store: Store, linker: Linker, entry: _Named, imports: list[_Named]) -> None:
+    """Name every import of the entry module that neither WASI nor an import module provides."""
+    missing = []
+    for imp in entry.module.imports:
+        try:
+            linker.get(store, imp.module, imp.name or "")
+        except WasmtimeError:
+            missing.append(f"{imp.module}::{imp.name}")
+    if missing:
+        provided = ", ".join(i.name for i in imports) or "none"
+        raise InvalidModule(
+            f"module {entry.name} imports {', '.join(missing)}, provided neither by WASI "
+            f"nor by the import modules (given: {provided})"
+        )
+
+
+def wasi_config(request: ExecutionRequest, name: str, root: Path, outputs: list[tuple[Path, str]]) -> WasiConfig:
+    wasm = request.spec.wasm
+    w = WasiConfig()
+    w.argv = [name, *wasm.parameters]
+    w.env = sorted(wasm.environment_variables.items())  # exactly these, in key order (Bacalhau)
+    w.stdout_file = str(request.results_dir / STDOUT)
+    w.stderr_file = str(request.results_dir / STDERR)
+    # wasi-libc resolves a path against the longest matching preopen, so the
+    # read-only root serves the inputs and each output's own preopen wins below it.
+    w.preopen_dir(str(root), "/", fs_mutable=False)
+    for host, guest in outputs:
+        w.preopen_dir(str(host), posixpath.normpath(guest), fs_mutable=True)
+    return w
+
+
+def build_root(root: Path, inputs: tuple[InputVolume, ...], outputs: list[tuple[Path, str]]) -> None:
+    """Lay the inputs out at their paths under `root` as hard links (copies across filesystems).
+
+    WASI preopens are directories and wasmtime refuses symlinks that leave one, so a
+    single-file input (a URL download, an inline file) needs a real entry in a directory.
+    """
+    for vol in inputs:
+        dst = guest_path(root, vol.target, "Spec.inputs")
+        src = vol.host_file or vol.host_path
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy, dirs_exist_ok=True)
+        else:
+            link_or_copy(src, dst)
+    for _, guest in outputs:  # so that listing a parent directory shows the output
+        guest_path(root, guest, "Spec.outputs").mkdir(parents=True, exist_ok=True)
+
+
+def guest_path(root: Path, target: str, field: str) -> Path:
+    norm = posixpath.normpath(target)
+    if not target.startswith("/") or norm.startswith("/.."):
+        raise SpecError([(field, f"{target!r} is not an absolute path inside the job")])
+    return root / norm.lstrip("/")
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or protected_hardlinks on a file we do not own
+        shutil.copy2(src, dst)
+
+
+def describe(t: object) -> str:
+    if isinstance(t, FuncType):
+        params = ", ".join(str(p) for p in t.params)
+        results = ", ".join(str(r) for r in t.results)
+        return f"a function ({params}) -> ({results})"
+    return f"a {type(t).__name__.removesuffix('Type').lower()}"
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def trap_message(exc: BaseException) -> str:
+    """The trap's own words ("wasm trap: wasm `unreachable` instruction executed"),
+    not wasmtime's backtrace header."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        after = lines[lines.index("Caused by:") + 1 :]
+        if after:
+            return after[-1]
+    return first_line(exc)
