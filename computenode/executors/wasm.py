@@ -153,7 +153,9 @@ class WasmExecutor:
             done, _ = await asyncio.wait({future}, timeout=STOP_GRACE_S)
             if not done:
                 interrupt.abandon()
-                log.warning("wasm run left behind in a host call", extra={"execution_id": request.execution_id})
+                log.warning(
+                    "wasm run left behind in a host call", extra={"execution_id": request.execution_id}
+                )
             raise
         if done:
             return future.result()
@@ -230,7 +232,9 @@ class WasmExecutor:
         try:
             module = self.cache.load(path.read_bytes())
         except WasmtimeError as exc:
-            raise InvalidModule(f"the {role} {path.name} is not a valid WASM module: {first_line(exc)}") from exc
+            raise InvalidModule(
+                f"the {role} {path.name} is not a valid WASM module: {first_line(exc)}"
+            ) from exc
         return _Named(vol.spec.name or path.stem, module)
 
     def _execute(
@@ -274,7 +278,9 @@ class WasmExecutor:
             try:
                 linker.define_instance(store, imp.name, linker.instantiate(store, imp.module))
             except WasmtimeError as exc:
-                raise InvalidModule(f"cannot instantiate import module {imp.name}: {first_line(exc)}") from exc
+                raise InvalidModule(
+                    f"cannot instantiate import module {imp.name}: {first_line(exc)}"
+                ) from exc
         return linker
 
     def _cap_streams(self, results_dir: Path) -> None:
@@ -332,7 +338,9 @@ def check_imports(store: Store, linker: Linker, entry: _Named, imports: list[_Na
         )
 
 
-def wasi_config(request: ExecutionRequest, name: str, root: Path, outputs: list[tuple[Path, str]]) -> WasiConfig:
+def wasi_config(
+    request: ExecutionRequest, name: str, root: Path, outputs: list[tuple[Path, str]]
+) -> WasiConfig:
     wasm = request.spec.wasm
     w = WasiConfig()
     w.argv = [name, *wasm.parameters]

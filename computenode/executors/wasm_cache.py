@@ -85,7 +85,9 @@ class ModuleCache:
             module = Module.deserialize_file(self.engine, str(path))
         except WasmtimeError as exc:
             if path.exists():  # an artifact we cannot load (corrupt): drop it and recompile
-                log.warning("dropping unreadable compiled module", extra={"path": str(path), "error": str(exc)})
+                log.warning(
+                    "dropping unreadable compiled module", extra={"path": str(path), "error": str(exc)}
+                )
                 path.unlink(missing_ok=True)
             return None
         with self._lock:
