@@ -1,0 +1,277 @@
+"""IPFS inputs from kubo: fetched into a cache keyed by CID, shared across jobs, LRU-bounded.
+
+    <cache_dir>/<CID>              a file CID as a file, a directory CID as a directory
+    <cache_dir>/.partial-<CID>-*   a fetch in progress (removed on failure, cancel or restart)
+
+The fetch timeout is a stall timeout: a fetch fails once kubo has sent nothing
+for `fetch_timeout` seconds (Bacalhau #1592, #1863: an unreachable CID hung a
+job, a slow but moving 2 GB copy was killed). The job's own timeout still
+bounds the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import tarfile
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from computenode.config import IPFSConfig
+from computenode.errors import InputUnavailable
+from computenode.executors.base import InputVolume
+from computenode.model import StorageSource, StorageSpec
+from computenode.storage.ipfs_client import KuboClient, KuboError
+from computenode.storage.safe_tar import UnsafeArchive, extract_chunks
+
+log = logging.getLogger(__name__)
+
+_CID = re.compile(r"^[A-Za-z0-9]{10,200}$")
+_CHUNK = 1 << 20
+_PARTIAL = ".partial-"
+_EVICTING = ".evicting-"
+_NO_CAP = 1 << 62  # the DAG size was known before the fetch; disk capacity is checked at bid
+_QUICK_S = 30.0  # bound on the bid-time calls (locality, size)
+
+
+class IPFSStorage:
+    def __init__(self, cfg: IPFSConfig, cache_dir: Path) -> None:
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        self._client: KuboClient | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._in_use: Counter[str] = Counter()
+        self._volumes: dict[int, str] = {}  # id(InputVolume) -> CID, for idempotent cleanup
+        self._sizes: dict[str, int] = {}  # entry name -> bytes; entries never change once renamed in
+        self._swept = False
+
+    @property
+    def kubo(self) -> KuboClient:
+        if self._client is None:  # created lazily: constructors never touch the loop
+            self._client = KuboClient(self.cfg.api)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def check(self) -> str | None:
+        try:
+            async with asyncio.timeout(5):
+                await self.kubo.version()
+        except (KuboError, TimeoutError) as exc:
+            return f"kubo unreachable at {self.cfg.api}: {exc or 'no answer within 5 s'}"
+        return None
+
+    async def has_locally(self, spec: StorageSpec) -> bool:
+        cid = spec.cid
+        if not _CID.match(cid):
+            return False
+        if (self.cache_dir / cid).exists():
+            return True
+        try:
+            async with asyncio.timeout(min(_QUICK_S, self.cfg.fetch_timeout)):
+                return await self.kubo.is_local(cid)
+        except (KuboError, TimeoutError):
+            return False
+
+    async def size(self, spec: StorageSpec) -> int:
+        if not _CID.match(spec.cid):
+            return 0
+        try:
+            async with asyncio.timeout(min(_QUICK_S, self.cfg.fetch_timeout)):
+                return int((await self.kubo.stat(spec.cid))["CumulativeSize"])
+        except (KuboError, TimeoutError, KeyError, ValueError):
+            return 0
+
+    async def prepare(self, spec: StorageSpec, workdir: Path) -> InputVolume:
+        cid = _checked_cid(spec)
+        await self._sweep()
+        entry = self.cache_dir / cid
+        async with self._locks.setdefault(cid, asyncio.Lock()):
+            if not entry.exists():
+                await self._fetch(cid, entry)
+            os.utime(entry, follow_symlinks=False)  # LRU order is mtime order
+            self._in_use[cid] += 1
+        volume = InputVolume(spec=spec, host_path=entry, target=spec.path)
+        self._volumes[id(volume)] = cid
+        await self._evict()
+        return volume
+
+    async def cleanup(self, volume: InputVolume) -> None:
+        cid = self._volumes.pop(id(volume), None)
+        if cid is not None:
+            self._in_use[cid] -= 1
+            if self._in_use[cid] <= 0:
+                del self._in_use[cid]
+        await self._evict()
+
+    async def explode(self, spec: StorageSpec) -> list[StorageSpec]:
+        cid = _checked_cid(spec)
+        root = spec.path.rstrip("/")
+        out = [spec.model_copy(update={"path": root})]
+        try:
+            async with asyncio.timeout(self.cfg.fetch_timeout):
+                if (await self.kubo.stat(cid)).get("Type") == "directory":
+                    await self._walk(spec, cid, root, out)
+        except TimeoutError:
+            raise InputUnavailable(_stalled(cid, self.cfg.fetch_timeout)) from None
+        except KuboError as exc:
+            raise InputUnavailable(f"IPFS CID {cid} could not be listed: {exc.message}") from exc
+        return out
+
+    async def _walk(self, spec: StorageSpec, cid: str, path: str, out: list[StorageSpec]) -> None:
+        # Depth-first in name order, as Bacalhau v0.3.23's FlattenTreeNode.
+        for link in sorted(await self.kubo.ls(cid), key=lambda link: str(link["Name"])):
+            child = StorageSpec(
+                storage_source=StorageSource.IPFS,
+                name=spec.name,
+                cid=link["Hash"],
+                path=f"{path}/{link['Name']}",
+            )
+            out.append(child)
+            if link.get("Type") == 1:
+                await self._walk(spec, link["Hash"], child.path, out)
+
+    async def _fetch(self, cid: str, entry: Path) -> None:
+        """Fetch into a partial dir, then rename into place: a cancelled fetch leaves nothing."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_dir / f"{_PARTIAL}{cid}-{os.urandom(4).hex()}"
+        tmp.mkdir()
+        log.info("ipfs fetch started", extra={"cid": cid})
+        try:
+            async with asyncio.timeout(self.cfg.fetch_timeout) as deadline:
+                st = await self.kubo.stat(cid)
+                if st.get("Type") == "file":
+                    await self._fetch_file(cid, tmp / cid, deadline)
+                elif st.get("Type") == "directory":
+                    await self._fetch_dir(cid, tmp, deadline)
+                else:
+                    raise InputUnavailable(f"IPFS CID {cid} is neither a UnixFS file nor a directory")
+                if not await self.kubo.is_local(cid):
+                    # kubo reports a mid-stream failure only in an HTTP trailer httpx never shows.
+                    raise InputUnavailable(f"IPFS CID {cid} was not fetched completely")
+            os.rename(tmp / cid, entry)
+            log.info("ipfs fetch done", extra={"cid": cid})
+        except TimeoutError:
+            raise InputUnavailable(_stalled(cid, self.cfg.fetch_timeout)) from None
+        except KuboError as exc:
+            raise InputUnavailable(f"IPFS CID {cid} could not be fetched: {exc.message}") from exc
+        except (UnsafeArchive, tarfile.TarError) as exc:
+            raise InputUnavailable(f"IPFS CID {cid} cannot be used as an input: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise InputUnavailable(f"IPFS CID {cid}: the transfer from kubo broke off: {exc!r}") from exc
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    async def _fetch_file(self, cid: str, dest: Path, deadline: asyncio.Timeout) -> None:
+        loop = asyncio.get_running_loop()
+        received = 0
+        with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread below
+            async with self.kubo.cat(cid) as resp:
+                expected = resp.headers.get("X-Content-Length")
+                async for chunk in resp.aiter_bytes(_CHUNK):
+                    deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
+                    await asyncio.to_thread(f.write, chunk)
+                    received += len(chunk)
+        if expected is not None and expected.isdigit() and int(expected) != received:
+            raise InputUnavailable(f"IPFS CID {cid}: got {received} of {expected} bytes from kubo")
+
+    async def _fetch_dir(self, cid: str, tmp: Path, deadline: asyncio.Timeout) -> None:
+        loop = asyncio.get_running_loop()
+        async with self.kubo.get(cid) as resp:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for chunk in resp.aiter_bytes(_CHUNK):
+                    deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
+                    yield chunk
+
+            await extract_chunks(chunks(), tmp, max_bytes=_NO_CAP, mode="r|")
+        if not (tmp / cid).is_dir():
+            raise InputUnavailable(f"IPFS CID {cid}: kubo's archive did not hold the directory")
+
+    async def _sweep(self) -> None:
+        """Once per process: drop partial fetches and evictions a crash left behind."""
+        if self._swept:
+            return
+        self._swept = True
+        if self.cache_dir.is_dir():
+            for p in self.cache_dir.iterdir():
+                if p.name.startswith((_PARTIAL, _EVICTING)):
+                    await asyncio.to_thread(shutil.rmtree, p, True)
+
+    async def _evict(self) -> None:
+        """Remove least recently used entries not in use until the cache fits cache_size."""
+        entries = await asyncio.to_thread(_cache_entries, self.cache_dir, self._sizes)
+        total = sum(size for _, _, size in entries)
+        for _mtime_ns, path, size in sorted(entries):
+            if total <= self.cfg.cache_size:
+                break
+            cid = path.name
+            lock = self._locks.get(cid)
+            if self._in_use[cid] or (lock is not None and lock.locked()):
+                continue
+            # Renamed at once (no await between check and rename), deleted in a thread.
+            doomed = self.cache_dir / f"{_EVICTING}{cid}-{os.urandom(4).hex()}"
+            try:
+                os.rename(path, doomed)
+            except FileNotFoundError:
+                continue
+            total -= size
+            log.info("ipfs cache evicted", extra={"cid": cid, "bytes": size})
+            await asyncio.to_thread(_remove, doomed)
+
+
+def _checked_cid(spec: StorageSpec) -> str:
+    if not _CID.match(spec.cid):
+        raise InputUnavailable(f"{spec.cid!r} is not a CID")
+    return spec.cid
+
+
+def _stalled(cid: str, timeout_s: float) -> str:
+    return (
+        f"IPFS CID {cid}: no data from IPFS for {timeout_s:g} s (storage.ipfs.fetch_timeout); "
+        "the content may not be available on the network"
+    )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _disk_usage(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+def _cache_entries(cache_dir: Path, sizes: dict[str, int]) -> list[tuple[int, Path, int]]:
+    """(mtime_ns, path, bytes) of each complete cache entry; `sizes` memoizes the byte counts."""
+    if not cache_dir.is_dir():
+        return []
+    out = []
+    for p in cache_dir.iterdir():
+        if not p.name.startswith("."):
+            try:
+                if p.name not in sizes:
+                    sizes[p.name] = _disk_usage(p)
+                out.append((p.lstat().st_mtime_ns, p, sizes[p.name]))
+            except FileNotFoundError:
+                continue
+    for gone in set(sizes) - {p.name for _, p, _ in out}:
+        sizes.pop(gone, None)
+    return out

@@ -1,0 +1,64 @@
+"""Fixtures for storage and publisher tests: kubo helpers and real aiohttp servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from computenode.storage.ipfs_client import KuboClient
+
+Serve = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+def ipfs_add(ipfs_bin: str) -> Callable[..., str]:
+    """Add a path (recursively) with the ipfs CLI; the root CID. only_hash=True: a CID kubo lacks."""
+
+    def add(path: Path, *, only_hash: bool = False) -> str:
+        cmd = [ipfs_bin, "add", "-Q", "-r", "--pin=false", str(path)]
+        if only_hash:
+            cmd.insert(2, "--only-hash")
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60, env=os.environ)
+        return out.stdout.strip()
+
+    return add
+
+
+@pytest.fixture
+def ipfs_cli(ipfs_bin: str) -> Callable[..., bytes]:
+    def run(*args: str) -> bytes:
+        return subprocess.run([ipfs_bin, *args], check=True, capture_output=True, timeout=60).stdout
+
+    return run
+
+
+@pytest_asyncio.fixture
+async def kubo(ipfs_api: str) -> AsyncIterator[KuboClient]:
+    client = KuboClient(ipfs_api)
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start an aiohttp app on 127.0.0.1 (a free port); its base URL. Stopped after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

@@ -1,0 +1,196 @@
+"""IPFSStorage against the real kubo of the test bed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from computenode.config import IPFSConfig
+from computenode.errors import InputUnavailable
+from computenode.model import Spec, StorageSource, StorageSpec
+from computenode.storage.base import StorageProvider
+from computenode.storage.ipfs import IPFSStorage
+from computenode.storage.sharding import shard_storage, total_shards
+
+
+def ipfs_spec(cid: str, path: str = "/inputs") -> StorageSpec:
+    return StorageSpec(storage_source=StorageSource.IPFS, cid=cid, path=path)
+
+
+@pytest_asyncio.fixture
+async def storage(ipfs_api: str, tmp_path: Path) -> AsyncIterator[IPFSStorage]:
+    s = IPFSStorage(IPFSConfig(api=ipfs_api, fetch_timeout=20), tmp_path / "cache")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.txt").write_text("beta\n")
+    (root / f"unique-{os.urandom(6).hex()}").write_text("makes this CID new to the cache")
+    return root
+
+
+def test_conforms(storage: IPFSStorage) -> None:
+    provider: StorageProvider = storage
+    assert isinstance(provider, StorageProvider)
+
+
+async def test_check(storage: IPFSStorage, tmp_path: Path) -> None:
+    assert await storage.check() is None
+    down = IPFSStorage(IPFSConfig(api="/ip4/127.0.0.1/tcp/9"), tmp_path)
+    reason = await down.check()
+    await down.close()
+    assert reason is not None and "kubo unreachable" in reason
+
+
+async def test_file_cid_is_a_file_at_path(
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+) -> None:
+    f = tmp_path / "hello.txt"
+    f.write_bytes(b"hello " + os.urandom(8).hex().encode())
+    cid = ipfs_add(f)
+    vol = await storage.prepare(ipfs_spec(cid, "/inputs/hello.txt"), tmp_path / "work")
+    assert vol.host_path.is_file() and vol.host_path.read_bytes() == f.read_bytes()
+    assert vol.target == "/inputs/hello.txt"
+    assert await storage.size(ipfs_spec(cid)) >= len(f.read_bytes())
+    await storage.cleanup(vol)
+
+
+async def test_directory_cid_is_a_directory(
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+) -> None:
+    cid = ipfs_add(tree)
+    vol = await storage.prepare(ipfs_spec(cid), tree.parent / "work")
+    assert vol.host_path.is_dir()
+    assert (vol.host_path / "a.txt").read_text() == "alpha\n"
+    assert (vol.host_path / "sub" / "b.txt").read_text() == "beta\n"
+    assert not [p for p in storage.cache_dir.iterdir() if p.name.startswith(".")]
+    await storage.cleanup(vol)
+    await storage.cleanup(vol)  # idempotent
+
+
+async def test_two_cids_in_one_job_and_cache_reuse(
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+) -> None:
+    one, two = ipfs_add(tree / "a.txt"), ipfs_add(tree)
+    v1, v2 = await asyncio.gather(
+        storage.prepare(ipfs_spec(one, "/inputs/a"), tree.parent),
+        storage.prepare(ipfs_spec(two, "/inputs/b"), tree.parent),
+    )
+    assert v1.host_path.read_text() == "alpha\n" and (v2.host_path / "sub").is_dir()
+    inode = v2.host_path.stat().st_ino
+    again = await storage.prepare(
+        ipfs_spec(two, "/other"), tree.parent
+    )  # a second job: served from the cache
+    assert again.host_path.stat().st_ino == inode and again.target == "/other"
+    for v in (v1, v2, again):
+        await storage.cleanup(v)
+
+
+async def test_missing_cid_fails_within_fetch_timeout(
+    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., str]
+) -> None:
+    f = tmp_path / "never-added"
+    f.write_bytes(os.urandom(64))
+    cid = ipfs_add(f, only_hash=True)
+    storage = IPFSStorage(IPFSConfig(api=ipfs_api, fetch_timeout=3), tmp_path / "cache")
+    try:
+        async with asyncio.timeout(3 + 10):  # a bound, not a measurement
+            with pytest.raises(InputUnavailable) as err:
+                await storage.prepare(ipfs_spec(cid), tmp_path / "work")
+    finally:
+        await storage.close()
+    assert cid in err.value.reason and err.value.retryable
+    assert not list((tmp_path / "cache").iterdir())
+
+
+async def test_locality(storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]) -> None:
+    local = ipfs_add(tree)
+    (tree / "extra").write_text(os.urandom(8).hex())
+    absent = ipfs_add(tree, only_hash=True)
+    assert await storage.has_locally(ipfs_spec(local))
+    assert not await storage.has_locally(ipfs_spec(absent))
+    assert not await storage.has_locally(ipfs_spec("not/a/cid"))
+
+
+async def test_symlink_out_of_the_dag_is_refused(
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+) -> None:
+    (tree / "escape").symlink_to("/etc/passwd")
+    cid = ipfs_add(tree)
+    with pytest.raises(InputUnavailable, match="points to the absolute path"):
+        await storage.prepare(ipfs_spec(cid), tree.parent)
+    assert not [p for p in storage.cache_dir.iterdir()]
+
+
+async def test_lru_eviction_spares_entries_in_use(
+    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., str]
+) -> None:
+    cids = []
+    for i in range(3):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(os.urandom(4000))
+        cids.append(ipfs_add(f))
+    storage = IPFSStorage(IPFSConfig(api=ipfs_api, cache_size=9000), tmp_path / "cache")
+    try:
+        v0 = await storage.prepare(ipfs_spec(cids[0]), tmp_path)
+        v1 = await storage.prepare(ipfs_spec(cids[1]), tmp_path)
+        await storage.cleanup(v1)
+        v2 = await storage.prepare(ipfs_spec(cids[2]), tmp_path)  # 12000 > 9000: evict the LRU not in use
+        names = {p.name for p in storage.cache_dir.iterdir()}
+        assert names == {cids[0], cids[2]}  # cids[0] is older but still in use
+        await storage.cleanup(v0)
+        await storage.cleanup(v2)
+    finally:
+        await storage.close()
+
+
+async def test_cancelled_fetch_leaves_no_partial(
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+) -> None:
+    big = tmp_path / "big"
+    (big / "d").mkdir(parents=True)
+    (big / "d" / "blob").write_bytes(os.urandom(40 << 20))
+    cid = ipfs_add(big)
+    task = asyncio.create_task(storage.prepare(ipfs_spec(cid), tmp_path))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        vol = await task
+        await storage.cleanup(vol)  # finished before the cancel: fine too
+    except asyncio.CancelledError:
+        pass
+    assert not [p for p in storage.cache_dir.iterdir() if p.name.startswith(".")]
+
+
+async def test_hundred_files_sharded_with_glob_and_batch(
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(100):
+        (data / f"{i:03d}.txt").write_text(f"{i}\n")
+    (data / "README.md").write_text("not matched")
+    cid = ipfs_add(data)
+    spec = Spec.model_validate(
+        {
+            "Engine": "Noop",
+            "inputs": [{"StorageSource": "IPFS", "CID": cid, "path": "/inputs"}],
+            "Sharding": {"GlobPattern": "/inputs/*.txt", "BatchSize": 7},
+        }
+    )
+    assert await total_shards(spec, storage.explode) == 15  # 14 batches of 7 and one of 2
+    shard = await shard_storage(spec, 14, storage.explode)
+    assert [s.path for s in shard] == ["/inputs/098.txt", "/inputs/099.txt"]
+    vols = [await storage.prepare(s, tmp_path / "work") for s in shard]
+    assert [v.host_path.read_text() for v in vols] == ["98\n", "99\n"]
+    assert [v.target for v in vols] == ["/inputs/098.txt", "/inputs/099.txt"]
