@@ -110,16 +110,22 @@ stop_pidfile() {
 # host:port and path checks: everything stays on loopback.
 is_loopback_hostport() { [[ "$1" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+:[0-9]+$ ]]; }
 
-ipfs_api_http() { # /ip4/127.0.0.1/tcp/5101 -> http://127.0.0.1:5101
+# Check every address once, before anything starts: loopback only.
+# Sets IPFS_API_URL (http://127.0.0.1:5101) and IPFS_GATEWAY_MADDR.
+validate_settings() {
+    is_loopback_hostport "$REGISTRY" \
+        || die "COMPUTENODE_TEST_REGISTRY=$REGISTRY: must be 127.x.x.x:PORT (loopback only)"
     [[ "$IPFS_API" =~ ^/ip4/(127\.[0-9]+\.[0-9]+\.[0-9]+)/tcp/([0-9]+)$ ]] \
         || die "COMPUTENODE_TEST_IPFS_API=$IPFS_API: must be /ip4/127.x.x.x/tcp/PORT (loopback only)"
-    echo "http://${BASH_REMATCH[1]}:${BASH_REMATCH[2]}"
-}
-
-ipfs_gateway_multiaddr() { # http://127.0.0.1:5180 -> /ip4/127.0.0.1/tcp/5180
+    IPFS_API_URL="http://${BASH_REMATCH[1]}:${BASH_REMATCH[2]}"
     [[ "$IPFS_GATEWAY" =~ ^http://(127\.[0-9]+\.[0-9]+\.[0-9]+):([0-9]+)$ ]] \
         || die "COMPUTENODE_TEST_IPFS_GATEWAY=$IPFS_GATEWAY: must be http://127.x.x.x:PORT (loopback only)"
-    echo "/ip4/${BASH_REMATCH[1]}/tcp/${BASH_REMATCH[2]}"
+    IPFS_GATEWAY_MADDR="/ip4/${BASH_REMATCH[1]}/tcp/${BASH_REMATCH[2]}"
+    case "$DOCKER_HOST_URL" in
+        unix://*) ;;
+        tcp://127.*) ;;
+        *) die "COMPUTENODE_TEST_DOCKER_HOST=$DOCKER_HOST_URL: must be unix://... or tcp://127.x.x.x:PORT" ;;
+    esac
 }
 
 docker_cli() { docker -H "$DOCKER_HOST_URL" "$@"; }
@@ -168,12 +174,14 @@ docker_ping() {
 }
 
 docker_up() {
+    [ "${DOCKER_READY:-0}" = 1 ] && return 0
     apt_ensure "${APT_DOCKER[@]}"
     command -v docker >/dev/null || die "docker: no docker CLI found (apt-get install docker.io)"
     mkdir -p "$STATE/docker"
     local pidfile="$STATE/docker/dockerd.pid" logf="$STATE/docker/dockerd.log"
     if docker_ping && docker_cli info >/dev/null 2>&1; then
         log "docker: engine answers at $DOCKER_HOST_URL (reused)"
+        DOCKER_READY=1
         return 0
     fi
     [ "$DOCKER_HOST_URL" = "$DEFAULT_DOCKER_HOST" ] \
@@ -199,12 +207,15 @@ docker_up() {
         die "docker: dockerd did not answer at $DOCKER_HOST_URL within ${WAIT_DOCKERD}s"
     fi
     wait_until "$WAIT_DOCKERD" "docker info" docker_cli info || die "docker: 'docker info' fails"
+    DOCKER_READY=1
 }
 
 # Build computenode-test/busybox:latest from Debian's static busybox.
 busybox_image_up() {
+    [ "${IMAGE_READY:-0}" = 1 ] && return 0
     if docker_cli image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
         log "image: $BUSYBOX_IMAGE present"
+        IMAGE_READY=1
         return 0
     fi
     local bb; bb="$(command -v busybox || true)"
@@ -237,13 +248,13 @@ busybox_image_up() {
     rm -rf "$tmp"
     mkdir -p "$STATE/registry"
     touch "$STATE/registry/.push-needed"   # the registry copy is now stale
+    IMAGE_READY=1
 }
 
 # ---------------------------------------------------------------- registry
 registry_ping() { curl -fsS --max-time 2 -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; }
 
 registry_up() {
-    is_loopback_hostport "$REGISTRY" || die "COMPUTENODE_TEST_REGISTRY=$REGISTRY: must be 127.x.x.x:PORT (loopback only)"
     apt_ensure "${APT_REGISTRY[@]}"
     local dir="$STATE/registry"
     local pidfile="$dir/registry.pid" logf="$dir/registry.log" conf="$dir/config.yml"
@@ -352,7 +363,7 @@ kubo_build() {
     kubo_ok || { tail_log "$logf"; die "kubo: $IPFS_BIN does not say 'ipfs version $KUBO_VERSION'"; }
 }
 
-ipfs_ping() { local url; url="$(ipfs_api_http)"; curl -fsS --max-time 2 -X POST -o /dev/null "$url/api/v0/version" 2>/dev/null; }
+ipfs_ping() { curl -fsS --max-time 2 -X POST -o /dev/null "$IPFS_API_URL/api/v0/version" 2>/dev/null; }
 
 ipfs_configure() {
     local ipfs=("$IPFS_BIN")
@@ -365,7 +376,7 @@ ipfs_configure() {
     fi
     # Loopback only, no peers, no discovery: applied at every start.
     "${ipfs[@]}" config Addresses.API "$IPFS_API"
-    "${ipfs[@]}" config Addresses.Gateway "$(ipfs_gateway_multiaddr)"
+    "${ipfs[@]}" config Addresses.Gateway "$IPFS_GATEWAY_MADDR"
     "${ipfs[@]}" config --json Addresses.Swarm '["/ip4/127.0.0.1/tcp/0"]'
     "${ipfs[@]}" config --json Addresses.Announce '[]'
     "${ipfs[@]}" config --json Addresses.NoAnnounce '[]'
@@ -386,8 +397,9 @@ ipfs_up() {
         return 0
     fi
     if pid_alive "$pidfile"; then
-        log "ipfs: daemon pid $(cat "$pidfile") runs but does not answer; waiting"
-        if wait_until "$WAIT_IPFS" ipfs ipfs_ping; then return 0; fi
+        # Starting, stuck, or configured for another address: give it a moment.
+        log "ipfs: daemon pid $(cat "$pidfile") runs but does not answer at $IPFS_API; waiting"
+        if wait_until 15 ipfs ipfs_ping; then return 0; fi
         stop_pidfile "$pidfile" ipfs 10
     fi
     ipfs_configure
@@ -535,9 +547,9 @@ usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2;
 main() {
     local cmd="${1:-}"; [ $# -gt 0 ] && shift
     case "$cmd" in
-        up) cmd_up "$@" ;;
+        up) validate_settings; cmd_up "$@" ;;
         down) cmd_down "$@" ;;
-        status) cmd_status ;;
+        status) validate_settings; cmd_status ;;
         env) print_env ;;
         envfile) echo "$STATE/env" ;;
         *) usage ;;
