@@ -99,11 +99,30 @@ class Bidder:
             "timeout": strategies.timeout(spec, self.timeouts),
             "supported": strategies.supported(spec),
         }
-        later: dict[str, Coroutine[Any, Any, Verdict]] = {
-            "locality": self._locality(spec),
-            "job_max": self._job_max(job),
-            "installed": self._installed(spec),
-        }
+        later = self._io_strategies(job, now)
+        if len(later) == 1:  # the common case: no task to create (a third of a decision's cost)
+            [(name, coro)] = later.items()
+            now[name] = await _guard(name, coro)
+        else:
+            results = await asyncio.gather(*(_guard(n, c) for n, c in later.items()))
+            now.update(zip(later, results, strict=True))
+        return [now[name] for name in STRATEGY_NAMES]
+
+    def _io_strategies(self, job: Job, now: dict[str, Verdict]) -> dict[str, Coroutine[Any, Any, Verdict]]:
+        """The strategies that await something for this job; those that need not go straight into `now`."""
+        spec, policy = job.spec, self.selection
+        later: dict[str, Coroutine[Any, Any, Verdict]] = {"installed": self._installed(spec)}
+        if policy.locality is Locality.LOCAL and spec.inputs:
+            later["locality"] = self._locality(spec)
+        else:
+            anywhere = policy.locality is Locality.ANYWHERE
+            now["locality"] = Verdict(
+                "locality", True, "job_selection.locality is anywhere" if anywhere else "no inputs"
+            )
+        if spec.all_storage_specs():
+            later["job_max"] = self._job_max(job)
+        else:
+            now["job_max"] = strategies.job_max(self._usage_of(spec, 0), self.limits.job_max)
         payload = probes.probe_payload(self.node_id, job) if policy.probe_http or policy.probe_exec else b""
         if policy.probe_http:
             later["probe_http"] = probes.http_probe(
@@ -115,9 +134,7 @@ class Bidder:
             later["probe_exec"] = probes.exec_probe(policy.probe_exec, payload, policy.probe_timeout)
         else:
             now["probe_exec"] = Verdict("probe_exec", True, "no exec probe configured")
-        results = await asyncio.gather(*(_guard(n, c) for n, c in later.items()))
-        now.update(zip(later, results, strict=True))
-        return [now[name] for name in STRATEGY_NAMES]
+        return later
 
     async def usage(self, job: Job) -> ResourceUsageData:
         """The spec's Resources with job_default for unset fields; disk at least the inputs' total size."""
@@ -161,10 +178,6 @@ class Bidder:
 
     async def _locality(self, spec: Spec) -> Verdict:
         """`local`: every input is on this node already (Bacalhau's CLI turned local into anywhere)."""
-        if self.selection.locality is Locality.ANYWHERE:
-            return Verdict("locality", True, "job_selection.locality is anywhere")
-        if not spec.inputs:
-            return Verdict("locality", True, "no inputs")
         found = await asyncio.gather(*(self._is_local(s) for s in spec.inputs))
         missing = [why for why in found if why]
         if missing:

@@ -85,7 +85,10 @@ async def test_locality_local_names_each_missing_input(bidder, tmp_path: Path, s
 
 async def test_locality_anywhere_accepts_remote_inputs(bidder) -> None:
     job = make_job(inputs=[{"StorageSource": "IPFS", "CID": "QmX", "path": "/x"}])
-    assert (await verdicts(bidder(locality="anywhere"), job))["locality"].ok
+    v = (await verdicts(bidder(locality="anywhere"), job))["locality"]
+    assert v.ok and v.reason == "job_selection.locality is anywhere"
+    v = (await verdicts(bidder(locality="local"), make_job()))["locality"]
+    assert v.ok and v.reason == "no inputs"
 
 
 async def test_locality_lookup_failures_are_reasons(bidder, tmp_path: Path, setup: Setup) -> None:
