@@ -1,0 +1,136 @@
+"""WasmExecutor against bare wasmtime-py: cold ratio, cache-hit latency, jobs per second.
+
+    .venv/bin/python bench/wasm_bench.py [-n 200] [--module tests/wasm/build/hello.wasm]
+
+Bare = compile + instantiate + run `_start` with WASI stdout to a file, in this process.
+Cold = one executor job with an empty module cache (it compiles, writes the artifact).
+Goals (issue 4): cold <= 1.5x bare, cache-hit p50 <= 15 ms, >= 100 jobs/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from wasmtime import Config, Engine, Linker, Module, Store, WasiConfig
+
+from computenode.config import WasmConfig
+from computenode.executors.base import ExecutionRequest, InputVolume
+from computenode.executors.wasm import WasmExecutor
+from computenode.executors.wasm_cache import ModuleCache
+from computenode.model import ResourceUsageData, Spec, StorageSpec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bare_run(engine: Engine, wasm: bytes, out_dir: Path) -> None:
+    module = Module(engine, wasm)
+    store = Store(engine)
+    store.set_epoch_deadline(1 << 40)
+    w = WasiConfig()
+    w.argv = ["hello"]
+    w.stdout_file = str(out_dir / "stdout")
+    w.stderr_file = str(out_dir / "stderr")
+    store.set_wasi(w)
+    linker = Linker(engine)
+    linker.define_wasi()
+    linker.instantiate(store, module).exports(store)["_start"](store)  # type: ignore[operator]
+
+
+def request(tmp: Path, module: Path, i: int) -> ExecutionRequest:
+    results = tmp / f"r{i}"
+    results.mkdir()
+    spec = Spec.model_validate(
+        {"Engine": "Wasm", "Wasm": {"EntryModule": {"StorageSource": "Inline", "URL": "data:,m"}}}
+    )
+    return ExecutionRequest(
+        execution_id=f"e{i}",
+        job_id="bench",
+        shard_index=0,
+        node_id="bench",
+        spec=spec,
+        inputs=(),
+        results_dir=results,
+        resources=ResourceUsageData(memory=64 * 2**20),
+        timeout_s=60,
+        entry_module=InputVolume(StorageSpec(), module, "/"),
+    )
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def bench(n: int, module: Path, concurrency: int) -> None:
+    wasm = module.read_bytes()
+    tmp = Path(tempfile.mkdtemp(prefix="wasm-bench-"))
+    config = Config()
+    config.epoch_interruption = True
+    engine = Engine(config)
+    cold_n = max(5, n // 10)
+
+    bare = []
+    for i in range(cold_n):
+        d = tmp / f"bare{i}"
+        d.mkdir()
+        t = time.perf_counter()
+        bare_run(engine, wasm, d)
+        bare.append(time.perf_counter() - t)
+
+    ex = WasmExecutor(WasmConfig(), tmp / "cache")
+    count = 0
+    cold = []
+    for i in range(cold_n):
+        ex.cache = ModuleCache(ex.engine, tmp / f"cold-cache{i}", ex.cfg.cache_size)  # empty: it compiles
+        count += 1
+        req = request(tmp, module, count)
+        t = time.perf_counter()
+        await ex.run(req)
+        cold.append(time.perf_counter() - t)
+
+    hits = []
+    for _ in range(n):
+        count += 1
+        req = request(tmp, module, count)
+        t = time.perf_counter()
+        await ex.run(req)
+        hits.append(time.perf_counter() - t)
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await ex.run(request(tmp, module, i))
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(count + 1 + i) for i in range(n)))
+    elapsed = time.perf_counter() - t
+    ex.close()
+
+    print(f"module {module.name} ({len(wasm)} bytes), n={n}, cold samples={cold_n}")
+    print(f"bare compile+instantiate+run  p50 {median_ms(bare):7.2f} ms")
+    print(f"executor cold (compiles)      p50 {median_ms(cold):7.2f} ms")
+    print(f"cold ratio                        {median_ms(cold) / median_ms(bare):7.2f} x   (goal <= 1.5)")
+    p90 = statistics.quantiles(hits, n=10)[-1] * 1000
+    print(f"executor cache hit            p50 {median_ms(hits):7.2f} ms  p90 {p90:.2f} ms (goal p50 <= 15)")
+    print(f"throughput, {concurrency} concurrent        {n / elapsed:7.1f} jobs/s   (goal >= 100)")
+    print(f"cache: compilations={ex.cache.compilations} hits={ex.cache.hits}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", type=int, default=200, help="jobs per measurement")
+    p.add_argument("--module", type=Path, default=REPO / "tests/wasm/build/hello.wasm")
+    p.add_argument("--concurrency", type=int, default=4)
+    args = p.parse_args()
+    if not args.module.is_file():
+        raise SystemExit(f"{args.module} is missing: run tests/wasm/build.sh")
+    asyncio.run(bench(args.n, args.module, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
