@@ -158,6 +158,8 @@ class WasmExecutor:
                 )
             raise
         if done:
+            if future.cancelled():  # close() dropped it before a thread took it
+                raise ExecutionFailed("the wasm executor closed before the run started", retryable=True)
             return future.result()
         # Still inside a host call (a WASI sleep) past its deadline: epochs only reach
         # wasm code, so leave the thread behind, writing nothing more.
