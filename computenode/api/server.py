@@ -68,6 +68,8 @@ class ApiServer:
         r.add_post("/api/v1/jobs", self.submit)
         r.add_get("/api/v1/jobs/{id}", self.get_job)
         r.add_post("/api/v1/jobs/{id}/cancel", self.cancel_job)
+        from computenode.api.requester import add_requester_routes  # Bacalhau v0.3 clients (issue 8)
+        add_requester_routes(self.app, node)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self.runner = web.AppRunner(self.app, access_log=None)

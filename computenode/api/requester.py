@@ -1,0 +1,411 @@
+"""Bacalhau v0.3.23's requester API over the jobs this node owns, for existing v0.3 clients.
+
+Submit and cancel are signed (api/signatures.py); the verified ClientID owns the job, and a
+client sees and cancels only its own. Every call maps onto Compute.submit/cancel_job and the
+store: there is no second job system. Shapes follow bacalhau-apiclient 0.3.23.post8 and
+v0.3.23's pkg/model; docs/bacalhau-compat.md lists the differences.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from computenode.api.signatures import SignatureError, SignedPayload, verify_request
+from computenode.api.views import job_state, latest_per_shard
+from computenode.errors import SpecError
+from computenode.model import ExecutionState, Job, StorageSource, StorageSpec, job_from_document
+from computenode.store import Execution, JobRecord, NotFound, Transition
+
+if TYPE_CHECKING:
+    from computenode.node import Node
+
+log = logging.getLogger(__name__)
+
+S = ExecutionState
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+SHORT_ID = 8  # Bacalhau's model.ShortIDLength: `bacalhau describe` takes the first 8 characters
+SUBMIT_KEYS = ("job_create_payload", "jobCreatePayload", "data")
+CANCEL_KEYS = ("job_cancel_payload", "payload")
+CONTEXT_PATH = "/job"  # where v0.3 mounted a submitted build context
+MAX_LIST = 1000
+
+# The compute node's states as v0.3.23's requester named its execution states.
+V03_EXECUTION_STATE = {
+    S.CREATED: "AskForBidAccepted",
+    S.BID_ACCEPTED: "BidAccepted",
+    S.RUNNING: "BidAccepted",  # v0.3.23: "BidAccepted // aka running"
+    S.WAITING_VERIFICATION: "WaitingVerification",
+    S.RESULT_ACCEPTED: "ResultAccepted",
+    S.PUBLISHING: "ResultAccepted",  # "ResultAccepted // aka publishing"
+    S.COMPLETED: "Completed",
+    S.FAILED: "Failed",
+    S.CANCELLED: "Cancelled",
+}
+
+
+def add_requester_routes(app: web.Application, node: Node) -> None:
+    api = RequesterApi(node)
+    r = app.router
+    for name in ("submit", "states", "results", "list", "events", "cancel"):
+        r.add_post(f"/requester/{name}", getattr(api, name))
+    r.add_get("/node_info", api.node_info)
+    r.add_get("/id", api.id)
+    r.add_get("/livez", api.livez)
+    r.add_post("/version", api.version)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _refused(exc: SignatureError) -> web.Response:
+    log.info("signed request refused", extra={"reason": exc.reason})
+    return _json({"error": "request refused: " + exc.reason, "reasons": [exc.reason]}, 403)
+
+
+def _time(ts: float) -> str:
+    if not ts:
+        return GO_ZERO_TIME
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class RequesterApi:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- signed calls -----------------------------------------------------------------------------
+    async def submit(self, request: web.Request) -> web.Response:
+        try:
+            signed = verify_request(await request.read(), SUBMIT_KEYS)
+        except SignatureError as exc:
+            return _refused(exc)
+        job = await job_from_payload(signed)
+        job, _ = await self.node.compute.submit(job, signed.client_id)
+        log.info("signed job submitted", extra={"job_id": job.id, "client_id": signed.client_id})
+        return _json({"job": job.to_wire()})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        try:
+            signed = verify_request(await request.read(), CANCEL_KEYS)
+        except SignatureError as exc:
+            return _refused(exc)
+        job_id = _str(signed.payload, "JobID")
+        rec = await self._own_job(signed.client_id, job_id, signed=True)
+        if rec.client_id != signed.client_id:
+            reason = "the job belongs to another client: only its owner may cancel it"
+            return _json({"error": "request refused: " + reason, "reasons": [reason]}, 403)
+        state = await self._job_state(rec)
+        if state["State"] not in ("New", "InProgress"):
+            reason = f"job {rec.id} is already {state['State']}"
+            return _json({"error": "cannot cancel: " + reason, "reasons": [reason]}, 409)
+        await self.node.compute.cancel_job(rec.id)
+        log.info("signed job cancelled", extra={"job_id": rec.id, "client_id": signed.client_id})
+        return _json({"state": await self._job_state(await self.node.store.get_job(rec.id))})
+
+    # -- reads (by client_id, unsigned as in v0.3.23) -----------------------------------------------
+    async def states(self, request: web.Request) -> web.Response:
+        rec = await self._request_job(request)
+        return _json({"state": await self._job_state(rec)})
+
+    async def results(self, request: web.Request) -> web.Response:
+        rec = await self._request_job(request)
+        out = []
+        for ex in sorted(
+            await self.node.store.list(job_id=rec.id), key=lambda e: (e.shard_index, e.created_at)
+        ):
+            if ex.state is S.COMPLETED and ex.published is not None:
+                out.append(
+                    {
+                        "NodeID": self.node.node_id,
+                        "ShardIndex": ex.shard_index,
+                        "Data": ex.published.to_wire(),
+                    }
+                )
+        return _json({"results": out})
+
+    async def events(self, request: web.Request) -> web.Response:
+        rec = await self._request_job(request)
+        return _json({"events": await self._history(rec)})
+
+    async def list(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        client_id = _str(body, "client_id")
+        if not client_id:
+            raise SpecError([("client_id", "is required: a client lists only its own jobs")])
+        records = await self.node.store.list_jobs(client_id=client_id, limit=100_000)
+        records = _select(records, body)
+        jobs = []
+        for rec in records:
+            jobs.append({"Job": json.loads(rec.job_json), "State": await self._job_state(rec)})
+        return _json({"jobs": jobs})
+
+    # -- node -------------------------------------------------------------------------------------
+    async def node_info(self, request: web.Request) -> web.Response:
+        node = self.node
+        sched = node.compute.scheduler
+        return _json({
+            "BacalhauVersion": _build_version(),
+            "PeerInfo": {"ID": node.node_id, "Addrs": []},
+            "NodeType": "Compute",
+            "Labels": node.labels,
+            "ComputeNodeInfo": {
+                "ExecutionEngines": sorted(e.value for e in node.backends.executors),
+                "MaxCapacity": node.limits.total.to_wire(),
+                "AvailableCapacity": sched.available.to_wire(),
+                "MaxJobRequirements": node.limits.job_max.to_wire(),
+                "RunningExecutions": len(sched.running),
+                "EnqueuedExecutions": len(sched.queued),
+            },
+        })  # fmt: skip
+
+    async def id(self, request: web.Request) -> web.Response:
+        return _json(self.node.node_id)  # v0.3.23 wrote the ID as a JSON string
+
+    async def livez(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def version(self, request: web.Request) -> web.Response:
+        await _body(request)  # v0.3.23 required a JSON body ({"client_id"}) and ignored it
+        return _json({"build_version_info": _build_version()})
+
+    # -- helpers ----------------------------------------------------------------------------------
+    async def _request_job(self, request: web.Request) -> JobRecord:
+        body = await _body(request)
+        return await self._own_job(_str(body, "client_id"), _str(body, "job_id"))
+
+    async def _own_job(self, client_id: str, job_id: str, signed: bool = False) -> JobRecord:
+        """The job `job_id` (full or short ID) if it is this client's; NotFound otherwise.
+
+        Jobs of other clients and jobs from /api/v1/jobs (no client) look absent, so the
+        API does not reveal them; a signed cancel learns of another owner (403) instead.
+        """
+        if not job_id:
+            raise SpecError([("job_id", "is required")])
+        if not client_id:
+            raise SpecError([("client_id", "is required")])
+        for rec in await self.node.store.list_jobs(client_id=client_id, limit=100_000):
+            if _id_matches(rec.id, job_id):
+                return rec
+        if signed:
+            try:
+                rec = await self.node.store.get_job(job_id)
+            except NotFound:
+                pass
+            else:
+                if rec.client_id:
+                    return rec
+        raise NotFound(f"job {job_id}")
+
+    async def _job_state(self, rec: JobRecord) -> dict[str, Any]:
+        executions = await self.node.store.list(job_id=rec.id)
+        by_shard: dict[int, list[Execution]] = {}
+        for ex in sorted(executions, key=lambda e: e.created_at):
+            by_shard.setdefault(ex.shard_index, []).append(ex)
+        job = Job.model_validate_json(rec.job_json)
+        timeout_at = rec.created_at + job.spec.timeout if job.spec.timeout else 0.0
+        return {
+            "JobID": rec.id,
+            "Shards": {str(i): self._shard(rec, i, exs) for i, exs in sorted(by_shard.items())},
+            "State": job_state(executions, rec.cancelled).value,
+            "Version": sum(e.version for e in executions) or 1,
+            "CreateTime": _time(rec.created_at),
+            "UpdateTime": _time(max([rec.updated_at, *(e.updated_at for e in executions)])),
+            "TimeoutAt": _time(timeout_at),
+        }
+
+    def _shard(self, rec: JobRecord, index: int, executions: list[Execution]) -> dict[str, Any]:
+        return {
+            "JobID": rec.id,
+            "ShardIndex": index,
+            "State": _shard_state(executions, rec.cancelled),
+            "Executions": [self._execution(ex) for ex in executions],
+            "Version": sum(e.version for e in executions),
+            "CreateTime": _time(rec.created_at),
+            "UpdateTime": _time(max(e.updated_at for e in executions)),
+        }
+
+    def _execution(self, ex: Execution) -> dict[str, Any]:
+        rejected = ex.state is S.FAILED and ex.comment.startswith("result rejected")
+        complete = rejected or ex.state in (S.RESULT_ACCEPTED, S.PUBLISHING, S.COMPLETED)
+        out: dict[str, Any] = {
+            "JobID": ex.job_id,
+            "ShardIndex": ex.shard_index,
+            "NodeId": self.node.node_id,
+            "ComputeReference": ex.id,
+            "State": "ResultRejected" if rejected else V03_EXECUTION_STATE[ex.state],
+            "Status": ex.comment,
+            "VerificationResult": {"Complete": complete, "Result": complete and not rejected},
+            "PublishedResults": (ex.published or StorageSpec()).to_wire(),
+            "Version": ex.version,
+            "CreateTime": _time(ex.created_at),
+            "UpdateTime": _time(ex.updated_at),
+        }
+        if ex.proposal:
+            # A list of byte values, not Go's base64: the Python client reads this field as
+            # list[int] and fails on a string; Go's decoder accepts both for []byte.
+            out["VerificationProposal"] = list(ex.proposal)
+        if ex.run_output is not None:
+            out["RunOutput"] = ex.run_output.to_wire()
+        return out
+
+    async def _history(self, rec: JobRecord) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [{
+            "Type": "JobLevel", "JobID": rec.id, "PreviousState": "New", "NewState": "InProgress",
+            "JobState": {"Previous": "New", "New": "InProgress"}, "NewVersion": 1,
+            "Comment": "Job created", "Time": _time(rec.created_at),
+        }]  # fmt: skip
+        for ex in await self.node.store.list(job_id=rec.id):
+            for version, t in enumerate(await self.node.store.history(ex.id), start=1):
+                events.append(self._execution_event(ex, version, t))
+        events.sort(key=lambda e: e["Time"])
+        return events
+
+    def _execution_event(self, ex: Execution, version: int, t: Transition) -> dict[str, Any]:
+        previous = V03_EXECUTION_STATE[t.previous] if t.previous else "New"
+        new = V03_EXECUTION_STATE[t.new]
+        return {
+            "Type": "ExecutionLevel", "JobID": ex.job_id, "ShardIndex": ex.shard_index,
+            "NodeID": self.node.node_id, "ComputeReference": ex.id,
+            "PreviousState": previous, "NewState": new, "NewStateType": new,
+            "ExecutionState": {"Previous": previous, "New": new},
+            "NewVersion": version, "Comment": t.comment, "Time": _time(t.time),
+        }  # fmt: skip
+
+
+def _shard_state(executions: list[Execution], cancelled: bool) -> str:
+    """v0.3.23's ShardStateType over a shard's executions: New, InProgress, Cancelled, Error, Completed."""
+    shard = latest_per_shard(executions)
+    states = [ex.state for ex in shard.values()] or [S.CREATED]
+    if any(not s.is_terminal for s in (ex.state for ex in executions)):
+        return "InProgress"
+    if S.COMPLETED in states:
+        return "Completed"
+    if cancelled or all(s is S.CANCELLED for s in states):
+        return "Cancelled"
+    return "Error"
+
+
+async def job_from_payload(signed: SignedPayload) -> Job:
+    """The Job a verified JobCreatePayload asks for, owned by the signer.
+
+    Shapes: {ClientID, APIVersion, Spec} (v0.3.23, the SDK), {ClientID, Job, Context}
+    (seed 001) and seed 002's {"data": {ClientID, Job}}. The job always gets a fresh ID:
+    a client never picks (or overwrites) an existing job's ID.
+    """
+    payload = _unwrap(signed.payload)
+    job_doc, spec = _get(payload, "Job"), _get(payload, "Spec")
+    if isinstance(job_doc, dict):
+        doc = job_doc
+    elif isinstance(spec, dict):
+        doc = {"APIVersion": _get(payload, "APIVersion") or "V1beta1", "Spec": spec}
+    else:
+        raise SpecError([("job_create_payload", "must contain a Spec (or a Job) object")])
+    job = job_from_document(doc)
+    meta = job.metadata.model_copy(update={"id": "", "created_at": None, "client_id": signed.client_id})
+    job = job.model_copy(update={"metadata": meta})
+    context = _get(payload, "Context")
+    if context:
+        job = await _with_context(job, context)
+    return job
+
+
+async def _with_context(job: Job, context: Any) -> Job:
+    """Mount seed 001's base64 tar as a directory at /job, as an Inline gzip tar context."""
+    import asyncio
+
+    if not isinstance(context, str):
+        raise SpecError([("job_create_payload.Context", "must be a base64 string")])
+    try:
+        data = base64.b64decode(context, validate=True)
+    except (binascii.Error, ValueError):
+        raise SpecError([("job_create_payload.Context", "is not base64")]) from None
+    if not data.startswith(b"\x1f\x8b"):
+        # A plain tar: gzip it, since an Inline application/gzip spec is what extracts to a directory.
+        data = await asyncio.to_thread(gzip.compress, data, 6, mtime=0)
+    url = "data:application/gzip;base64," + base64.b64encode(data).decode()
+    ctx = StorageSpec(storage_source=StorageSource.INLINE, name="context", url=url, path=CONTEXT_PATH)
+    spec = job.spec.model_copy(update={"contexts": [*job.spec.contexts, ctx]})
+    return job.model_copy(update={"spec": spec})
+
+
+def _unwrap(payload: dict[str, Any]) -> dict[str, Any]:
+    data = _get(payload, "data")
+    if isinstance(data, dict) and _get(payload, "Spec") is None and _get(payload, "Job") is None:
+        return data
+    return payload
+
+
+def _get(body: dict[str, Any], name: str) -> Any:
+    """A key matched case-insensitively, as Go's decoder does."""
+    for k, v in body.items():
+        if isinstance(k, str) and k.lower() == name.lower():
+            return v
+    return None
+
+
+def _str(body: dict[str, Any], name: str) -> str:
+    value = _get(body, name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SpecError([(name, "must be a string")])
+    return value
+
+
+def _id_matches(job_id: str, wanted: str) -> bool:
+    return job_id == wanted or (len(wanted) == SHORT_ID and job_id[:SHORT_ID] == wanted)
+
+
+def _select(records: list[JobRecord], body: dict[str, Any]) -> list[JobRecord]:
+    """v0.3.23's list filters: id, include/exclude tags (Spec.Annotations), sort, max_jobs."""
+    wanted = _str(body, "id")
+    include, exclude = set(_get(body, "include_tags") or []), set(_get(body, "exclude_tags") or [])
+    out = []
+    for rec in records:
+        if wanted and not _id_matches(rec.id, wanted):
+            continue
+        tags = Job.model_validate_json(rec.job_json).spec.annotations
+        included = not include
+        for tag in tags:  # as v0.3.23: the first matching tag decides, include before exclude
+            if tag in include:
+                included = True
+                break
+            if tag in exclude:
+                included = False
+                break
+        if included:
+            out.append(rec)
+    sort_by, reverse = _str(body, "sort_by") or "created_at", bool(_get(body, "sort_reverse"))
+    if sort_by == "id":
+        out.sort(key=lambda r: r.id, reverse=reverse)
+    elif sort_by == "created_at":
+        out.sort(key=lambda r: r.created_at, reverse=reverse)
+    max_jobs = _get(body, "max_jobs")
+    limit = max_jobs if isinstance(max_jobs, int) and 0 < max_jobs <= MAX_LIST else MAX_LIST
+    return out[:limit]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SpecError([("", "body is not JSON")]) from None
+    if not isinstance(body, dict):
+        raise SpecError([("", "body must be a JSON object")])
+    return body
+
+
+def _build_version() -> dict[str, str]:
+    """The v0.3 API level this node speaks, so v0.3.23 clients' version checks pass."""
+    from computenode.node import VERSION
+
+    return {"major": "0", "minor": "3", "gitversion": "v0.3.23", "gitcommit": f"computenode-{VERSION}",
+            "builddate": GO_ZERO_TIME, "goos": "linux", "goarch": "amd64"}  # fmt: skip
