@@ -18,9 +18,10 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import wasmtime._bindings as wasmtime_ffi  # the epoch callback is not in the public API (pinned <51)
 from wasmtime import (
@@ -44,11 +45,11 @@ from computenode.executors.wasm_cache import ModuleCache, fingerprint
 from computenode.model import RunCommandResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EPOCH_PERIOD_S = 0.01  # how often the engine's epoch advances: the timeout/cancel resolution
 DEFAULT_ENTRY_POINT = "_start"
 STOP_GRACE_S = 1.0  # how long a stopped run may take to leave a host call
-MAX_THREADS = 32  # concurrent WASM runs; the scheduler's capacity is the real bound
 NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout)
 
 _CALLBACK_ARGS = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes
@@ -120,9 +121,6 @@ class WasmExecutor:
         self._active: set[_Interrupt] = set()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        # Own threads: a long module must not hold the loop's default executor,
-        # which the store and hashing use.
-        self._pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="wasm")
 
     @property
     def running(self) -> int:
@@ -140,9 +138,7 @@ class WasmExecutor:
         interrupt = _Interrupt(request.timeout_s)
         self._active.add(interrupt)
         self._start_ticker()
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, self._run_blocking, request, outputs, interrupt
-        )
+        future = start_thread(self._run_blocking, request, outputs, interrupt)
         # Whatever happens to this task, the ticker keeps going until the thread ended.
         future.add_done_callback(lambda f: self._finished(f, interrupt))
         limit = request.timeout_s + STOP_GRACE_S if request.timeout_s > 0 else None
@@ -158,8 +154,6 @@ class WasmExecutor:
                 )
             raise
         if done:
-            if future.cancelled():  # close() dropped it before a thread took it
-                raise ExecutionFailed("the wasm executor closed before the run started", retryable=True)
             return future.result()
         # Still inside a host call (a WASI sleep) past its deadline: epochs only reach
         # wasm code, so leave the thread behind, writing nothing more.
@@ -170,13 +164,12 @@ class WasmExecutor:
         raise JobTimeout(reason, result=result)
 
     def close(self) -> None:
-        """Stop every run, the epoch ticker and the worker threads; idempotent."""
+        """Stop every run and the epoch ticker; idempotent."""
         for interrupt in list(self._active):
             interrupt.cancel()
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5 * EPOCH_PERIOD_S)  # it outlives close() while a run is stuck
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _finished(self, future: asyncio.Future[RunCommandResult], interrupt: _Interrupt) -> None:
         self._active.discard(interrupt)
@@ -292,6 +285,39 @@ class WasmExecutor:
             path = results_dir / name
             if path.exists() and path.stat().st_size > self.cfg.stream_cap:
                 os.truncate(path, self.cfg.stream_cap)
+
+
+def start_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """fn(*args) in a new daemon thread, as a future of the running loop.
+
+    Not asyncio.to_thread: a run must not hold a thread of the loop's default executor
+    (the store and hashing need them), and a run left behind in a host call must not
+    keep the process from exiting, as pool threads do (they are joined at exit).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        result, exc = None, None
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            exc = e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:  # the loop is closed: nobody waits for this run any more
+            pass
+
+    threading.Thread(target=target, name="wasm-run", daemon=True).start()
+    return future
 
 
 def module_file(vol: InputVolume) -> Path:
