@@ -21,13 +21,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
-
 from computenode.config import IPFSConfig
 from computenode.errors import InputUnavailable
 from computenode.executors.base import InputVolume
 from computenode.model import StorageSource, StorageSpec
-from computenode.storage.ipfs_client import KuboClient, KuboError
+from computenode.storage.ipfs_client import KuboClient, KuboError, read_chunks
 from computenode.storage.safe_tar import UnsafeArchive, extract_chunks
 
 log = logging.getLogger(__name__)
@@ -156,7 +154,7 @@ class IPFSStorage:
                 else:
                     raise InputUnavailable(f"IPFS CID {cid} is neither a UnixFS file nor a directory")
                 if not await self.kubo.is_local(cid):
-                    # kubo reports a mid-stream failure only in an HTTP trailer httpx never shows.
+                    # kubo reports a mid-stream failure only in an HTTP trailer aiohttp does not expose.
                     raise InputUnavailable(f"IPFS CID {cid} was not fetched completely")
             os.rename(tmp / cid, entry)
             log.info("ipfs fetch done", extra={"cid": cid})
@@ -166,8 +164,6 @@ class IPFSStorage:
             raise InputUnavailable(f"IPFS CID {cid} could not be fetched: {exc.message}") from exc
         except (UnsafeArchive, tarfile.TarError) as exc:
             raise InputUnavailable(f"IPFS CID {cid} cannot be used as an input: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise InputUnavailable(f"IPFS CID {cid}: the transfer from kubo broke off: {exc!r}") from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
@@ -175,9 +171,9 @@ class IPFSStorage:
         loop = asyncio.get_running_loop()
         received = 0
         with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread below
-            async with self.kubo.cat(cid) as resp:
+            async with self.kubo.stream("cat", arg=cid) as resp:
                 expected = resp.headers.get("X-Content-Length")
-                async for chunk in resp.aiter_bytes(_CHUNK):
+                async for chunk in read_chunks(resp):
                     deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
                     await asyncio.to_thread(f.write, chunk)
                     received += len(chunk)
@@ -186,10 +182,10 @@ class IPFSStorage:
 
     async def _fetch_dir(self, cid: str, tmp: Path, deadline: asyncio.Timeout) -> None:
         loop = asyncio.get_running_loop()
-        async with self.kubo.get(cid) as resp:
+        async with self.kubo.stream("get", arg=cid) as resp:
 
             async def chunks() -> AsyncIterator[bytes]:
-                async for chunk in resp.aiter_bytes(_CHUNK):
+                async for chunk in read_chunks(resp):
                     deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
                     yield chunk
 
