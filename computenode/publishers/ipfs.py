@@ -1,0 +1,64 @@
+"""The IPFS publisher: adds the whole results dir to kubo, pinned, and returns its CID.
+
+Also what an Estuary publisher falls back to without an Estuary key, as in
+Bacalhau v0.3.23 (node.py maps Publisher Estuary here). Symlinks a job left in
+its outputs are published as symlinks, never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from computenode.config import IPFSConfig
+from computenode.errors import PublishFailed
+from computenode.model import StorageSource, StorageSpec
+from computenode.publishers.base import published_name
+from computenode.storage.ipfs_client import KuboClient, KuboError
+
+PUBLISH_TIMEOUT_S = 600.0
+
+
+class IPFSPublisher:
+    def __init__(self, cfg: IPFSConfig, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        self._client: KuboClient | None = None
+
+    @property
+    def kubo(self) -> KuboClient:
+        if self._client is None:
+            self._client = KuboClient(self.cfg.api)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def check(self) -> str | None:
+        try:
+            async with asyncio.timeout(5):
+                await self.kubo.version()
+        except (KuboError, TimeoutError) as exc:
+            return f"kubo unreachable at {self.cfg.api}: {exc or 'no answer within 5 s'}"
+        return None
+
+    async def publish(
+        self, execution_id: str, job_id: str, shard_index: int, node_id: str, results_dir: Path
+    ) -> StorageSpec:
+        """Idempotent: the same results dir always gives the same CID."""
+        if not results_dir.is_dir():
+            raise PublishFailed(f"results dir {results_dir} is missing", retryable=False)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                cid = await self.kubo.add_dir(results_dir, pin=True)
+        except TimeoutError:
+            raise PublishFailed(f"publishing to IPFS took longer than {self.timeout_s:g} s") from None
+        except KuboError as exc:
+            raise PublishFailed(f"publishing to IPFS failed: {exc.message}") from exc
+        except OSError as exc:
+            raise PublishFailed(f"reading the results dir failed: {exc}", retryable=False) from exc
+        return StorageSpec(
+            storage_source=StorageSource.IPFS, name=published_name(job_id, shard_index, node_id), cid=cid
+        )
