@@ -269,6 +269,14 @@ class SubmitEnvelope(Wire):
     signature: str = Field("", alias="signature")
     client_public_key: str = Field("", alias="client_public_key")
 
+    def to_job(self) -> Job:
+        """The job, with the envelope's ClientID in Metadata.ClientID when the job has none."""
+        job = self.data.job
+        if job.metadata.client_id or not self.data.client_id:
+            return job
+        meta = job.metadata.model_copy(update={"client_id": self.data.client_id})
+        return job.model_copy(update={"metadata": meta})
+
 
 class SubmitData(Wire):
     client_id: str = Field("", alias="ClientID")

@@ -49,7 +49,7 @@ def job_from_document(doc: Any) -> Job:
     keys = {k.lower() for k in doc if isinstance(k, str)}
     try:
         if "data" in keys and "spec" not in keys:
-            return SubmitEnvelope.model_validate(doc).data.job
+            return SubmitEnvelope.model_validate(doc).to_job()
         return Job.model_validate(doc)
     except ValidationError as exc:
         raise spec_error(exc) from None
