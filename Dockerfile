@@ -20,7 +20,8 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
 # Stage 2: the runtime, without the wheels and the build layers.
 FROM ${BASE}
 # A fixed uid/gid so a bind-mounted data dir can be chowned on the host beforehand.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/computenode \
+RUN groupadd --system --gid 10001 computenode \
+    && useradd --system --uid 10001 --gid computenode --home-dir /var/lib/computenode \
         --no-create-home --shell /usr/sbin/nologin computenode \
     && install -d -o computenode -g computenode -m 0750 /var/lib/computenode \
     && install -d -m 0755 /etc/computenode

@@ -75,9 +75,19 @@ make_wheels() {
     mkdir -p "$CTX/wheels" "$CTX/project"
     rm -rf "$CTX"/project/*.whl "$CTX/wheels.new"
     log "building the project wheel"
+    # From a copy of the working tree, so setuptools leaves nothing in it (build/lib,
+    # egg-info) and no stale module from an earlier build/lib slips into the wheel. A fixed
+    # SOURCE_DATE_EPOCH makes the wheel byte-identical while the code is: Docker keeps
+    # its install layer cached.
+    local src=$CTX/src
+    rm -rf "$src" && mkdir -p "$src"
+    tar -C "$ROOT" -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml computenode \
+        $(cd "$ROOT" && ls README* LICENSE* 2>/dev/null) | tar -C "$src" -x
     # Without build isolation when the host Python has setuptools (fast, offline).
-    "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$CTX/project" "$ROOT" 2>/dev/null \
-        || "$PYTHON" -m pip wheel -q --no-deps -w "$CTX/project" "$ROOT"
+    SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation \
+        -w "$CTX/project" "$src" 2>/dev/null \
+        || SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel -q --no-deps -w "$CTX/project" "$src"
+    rm -rf "$src"
     local whl
     whl=$(ls "$CTX"/project/computenode-*.whl)
     log "collecting dependency wheels"
