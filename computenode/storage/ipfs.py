@@ -25,13 +25,12 @@ from computenode.config import IPFSConfig
 from computenode.errors import InputUnavailable
 from computenode.executors.base import InputVolume
 from computenode.model import StorageSource, StorageSpec
-from computenode.storage.ipfs_client import KuboClient, KuboError, read_chunks
+from computenode.storage.ipfs_client import KuboClient, KuboError, read_batches, stream_to_file
 from computenode.storage.safe_tar import UnsafeArchive, extract_chunks
 
 log = logging.getLogger(__name__)
 
 _CID = re.compile(r"^[A-Za-z0-9]{10,200}$")
-_CHUNK = 1 << 20
 _PARTIAL = ".partial-"
 _EVICTING = ".evicting-"
 _NO_CAP = 1 << 62  # the DAG size was known before the fetch; disk capacity is checked at bid
@@ -169,14 +168,11 @@ class IPFSStorage:
 
     async def _fetch_file(self, cid: str, dest: Path, deadline: asyncio.Timeout) -> None:
         loop = asyncio.get_running_loop()
-        received = 0
-        with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread below
-            async with self.kubo.stream("cat", arg=cid) as resp:
-                expected = resp.headers.get("X-Content-Length")
-                async for chunk in read_chunks(resp):
-                    deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
-                    await asyncio.to_thread(f.write, chunk)
-                    received += len(chunk)
+        async with self.kubo.stream("cat", arg=cid) as resp:
+            expected = resp.headers.get("X-Content-Length")
+            received = await stream_to_file(
+                resp, dest, lambda _: deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
+            )
         if expected is not None and expected.isdigit() and int(expected) != received:
             raise InputUnavailable(f"IPFS CID {cid}: got {received} of {expected} bytes from kubo")
 
@@ -185,9 +181,9 @@ class IPFSStorage:
         async with self.kubo.stream("get", arg=cid) as resp:
 
             async def chunks() -> AsyncIterator[bytes]:
-                async for chunk in read_chunks(resp):
+                async for batch in read_batches(resp):
                     deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
-                    yield chunk
+                    yield b"".join(batch)
 
             await extract_chunks(chunks(), tmp, max_bytes=_NO_CAP, mode="r|")
         if not (tmp / cid).is_dir():

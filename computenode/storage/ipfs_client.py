@@ -16,7 +16,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -130,20 +130,56 @@ def _unreachable(base: str, exc: BaseException) -> KuboError:
     return KuboError(f"the connection to kubo at {base} broke: {exc!r}")
 
 
-async def read_chunks(resp: aiohttp.ClientResponse, size: int = _CHUNK) -> AsyncIterator[bytes]:
-    """The body in chunks of about `size` bytes (the last may be short).
+async def read_batches(resp: aiohttp.ClientResponse, size: int = _CHUNK) -> AsyncIterator[list[bytes]]:
+    """The body as lists of pieces of about `size` bytes together.
 
-    aiohttp hands out what the socket had (often 64 KiB); writing each piece in a
-    thread of its own would cost more than the copy, so pieces are joined first.
+    aiohttp hands out what the socket had (often 64 KiB); a thread hop per piece
+    would cost more than the write, and joining them would copy every byte again.
     """
-    buf = bytearray()
+    batch: list[bytes] = []
+    held = 0
     async for piece in resp.content.iter_chunked(size):
-        buf += piece
-        if len(buf) >= size:
-            yield bytes(buf)
-            buf.clear()
-    if buf:
-        yield bytes(buf)
+        batch.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
+
+
+async def stream_to_file(
+    resp: aiohttp.ClientResponse, dest: Path, on_batch: Callable[[int], None], digest: Any = None
+) -> int:
+    """Write the body to dest; the bytes written. Memory stays flat.
+
+    Writes (and hashing, when `digest` is given) run in a thread while the next
+    batch is read. `on_batch(total)` runs before each write: it may raise to stop
+    (a size cap) or push a deadline forward.
+    """
+    total = 0
+    pending: asyncio.Future[None] | None = None
+    with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread
+        try:
+            async for batch in read_batches(resp):
+                total += sum(len(p) for p in batch)
+                on_batch(total)
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(_write_batch, f, batch, digest))
+        finally:
+            if pending is not None:
+                await asyncio.wait({pending})  # the thread must finish before the file closes
+        if pending is not None:
+            pending.result()
+    return total
+
+
+def _write_batch(f: Any, batch: list[bytes], digest: Any) -> None:
+    for piece in batch:
+        if digest is not None:
+            digest.update(piece)
+    f.writelines(batch)
 
 
 def _params(params: dict[str, Any]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from computenode.config import URLConfig
 from computenode.errors import InputUnavailable
 from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
-from computenode.storage.ipfs_client import read_chunks
+from computenode.storage.ipfs_client import stream_to_file
 
 log = logging.getLogger(__name__)
 
@@ -162,23 +162,15 @@ class URLStorage:
     async def _write(
         self, resp: aiohttp.ClientResponse, dest: Path, digest: hashlib._Hash | None, url: str
     ) -> None:
-        written = 0
-        with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread below
-            async for chunk in read_chunks(resp):
-                written += len(chunk)
-                if written > self.cfg.max_size:
-                    raise _Permanent(_too_big(url, self.cfg.max_size))
-                await asyncio.to_thread(_write_chunk, f, chunk, digest)
+        def capped(total: int) -> None:
+            if total > self.cfg.max_size:
+                raise _Permanent(_too_big(url, self.cfg.max_size))
+
+        await stream_to_file(resp, dest, capped, digest)
 
 
 class _Retryable(Exception):
     pass
-
-
-def _write_chunk(f: object, chunk: bytes, digest: hashlib._Hash | None) -> None:
-    if digest is not None:
-        digest.update(chunk)  # hashlib releases the GIL for large buffers
-    f.write(chunk)  # type: ignore[attr-defined]
 
 
 def file_name(final_url: str) -> str:
