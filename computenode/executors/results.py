@@ -72,6 +72,10 @@ class CappedWriter:
             self._file.write(chunk)
             self.written += len(chunk)
 
+    def flush(self) -> None:
+        """Make what was written so far visible to readers of the file (logs while running)."""
+        self._file.flush()
+
     def close(self) -> None:
         self._file.close()
 
