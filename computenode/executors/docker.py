@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiodocker
@@ -80,7 +81,7 @@ class DockerExecutor:
             try:
                 return await self._supervise(container, request)
             finally:
-                await asyncio.shield(_remove(container))
+                await _finish(_remove(container))
         except DockerError as exc:
             # One mapping at the edge: the engine failed us, not the job.
             raise ExecutionFailed(f"docker engine error: {exc.message}", retryable=True) from exc
@@ -140,7 +141,7 @@ class DockerExecutor:
                 await container.wait()
                 return True
         except asyncio.CancelledError:
-            await asyncio.shield(_kill(container))
+            await _finish(_kill(container))
             raise
 
     async def live_executions(self) -> set[str]:
@@ -172,7 +173,9 @@ async def _start(container: DockerContainer, request: ExecutionRequest) -> None:
     except DockerError as exc:
         if request.gpu_indexes and exc.status == 500:
             # No NVIDIA runtime: "could not select device driver" (LIBRARIES.md §1.2).
-            raise ExecutionFailed(f"GPUs {list(request.gpu_indexes)} are not available: {exc.message}") from exc
+            raise ExecutionFailed(
+                f"GPUs {list(request.gpu_indexes)} are not available: {exc.message}"
+            ) from exc
         if exc.status in (400, 404, 500):
             # A missing entrypoint or a bad working dir: the job's own spec cannot start.
             raise ExecutionFailed(f"container could not start: {exc.message}") from exc
@@ -182,10 +185,13 @@ async def _start(container: DockerContainer, request: ExecutionRequest) -> None:
 async def _pump(stream: Stream, out: CappedWriter, err: CappedWriter) -> None:
     """Demultiplexed frames to the two files; aiodocker's queue pauses the socket at 64 KiB.
 
-    The writes are plain buffered file writes of at most one frame: cheaper than a thread hop each.
+    Each frame is written and flushed at once (one write syscall of at most one frame,
+    cheaper than a thread hop each), so the files show the output so far while the job runs.
     """
     while (msg := await stream.read_out()) is not None:
-        (err if msg.stream == 2 else out).write(msg.data)
+        writer = err if msg.stream == 2 else out
+        writer.write(msg.data)
+        writer.flush()
 
 
 async def _drain(pump: asyncio.Task[None]) -> None:
@@ -207,6 +213,20 @@ def _judge(request: ExecutionRequest, state: dict[str, Any], timed_out: bool) ->
         reason = f"timed out after {request.timeout_s:g} s"
         raise JobTimeout(reason, result=collect(request.results_dir, exit_code, reason))
     return collect(request.results_dir, exit_code)
+
+
+async def _finish(cleanup: Coroutine[Any, Any, object]) -> None:
+    """Run a cleanup step to its end even when the task is cancelled meanwhile, then re-raise.
+
+    asyncio.shield alone would let the cancel return at once while the step still runs,
+    and the caller would see a container that is about to disappear (or never does).
+    """
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _kill(container: DockerContainer) -> None:

@@ -49,7 +49,9 @@ async def pull(docker: aiodocker.Docker, image: str, timeout_s: float) -> None:
             async for _ in docker.images.pull(image, stream=True):
                 pass
     except TimeoutError as exc:
-        raise ImageUnavailable(f"pulling image {image} timed out after {timeout_s:g} s", retryable=True) from exc
+        raise ImageUnavailable(
+            f"pulling image {image} timed out after {timeout_s:g} s", retryable=True
+        ) from exc
     except DockerError as exc:
         # 5xx and an unreachable engine may pass; a 4xx or an in-stream refusal will not.
         retryable = exc.status >= 500
