@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from computenode.api.signatures import SignatureError, SignedPayload, verify_request
-from computenode.api.views import job_state, latest_per_shard
+from computenode.api.views import job_state
 from computenode.errors import SpecError
 from computenode.model import ExecutionState, Job, StorageSource, StorageSpec, job_from_document
 from computenode.store import Execution, JobRecord, NotFound, Transition
@@ -117,19 +117,14 @@ class RequesterApi:
 
     async def results(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
-        out = []
-        for ex in sorted(
-            await self.node.store.list(job_id=rec.id), key=lambda e: (e.shard_index, e.created_at)
-        ):
-            if ex.state is S.COMPLETED and ex.published is not None:
-                out.append(
-                    {
-                        "NodeID": self.node.node_id,
-                        "ShardIndex": ex.shard_index,
-                        "Data": ex.published.to_wire(),
-                    }
-                )
-        return _json({"results": out})
+        done = [
+            e for e in await self.node.store.list(job_id=rec.id) if e.state is S.COMPLETED and e.published
+        ]
+        done.sort(key=lambda e: (e.shard_index, e.created_at))
+        return _json({"results": [
+            {"NodeID": self.node.node_id, "ShardIndex": e.shard_index, "Data": (e.published or StorageSpec()).to_wire()}
+            for e in done
+        ]})  # fmt: skip
 
     async def events(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
@@ -257,16 +252,17 @@ class RequesterApi:
         return out
 
     async def _history(self, rec: JobRecord) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = [{
+        created = {
             "Type": "JobLevel", "JobID": rec.id, "PreviousState": "New", "NewState": "InProgress",
             "JobState": {"Previous": "New", "New": "InProgress"}, "NewVersion": 1,
             "Comment": "Job created", "Time": _time(rec.created_at),
-        }]  # fmt: skip
+        }  # fmt: skip
+        timed: list[tuple[float, dict[str, Any]]] = [(rec.created_at, created)]
         for ex in await self.node.store.list(job_id=rec.id):
             for version, t in enumerate(await self.node.store.history(ex.id), start=1):
-                events.append(self._execution_event(ex, version, t))
-        events.sort(key=lambda e: e["Time"])
-        return events
+                timed.append((t.time, self._execution_event(ex, version, t)))
+        timed.sort(key=lambda pair: pair[0])  # by the number: the strings vary in length
+        return [event for _, event in timed]
 
     def _execution_event(self, ex: Execution, version: int, t: Transition) -> dict[str, Any]:
         previous = V03_EXECUTION_STATE[t.previous] if t.previous else "New"
@@ -281,14 +277,13 @@ class RequesterApi:
 
 
 def _shard_state(executions: list[Execution], cancelled: bool) -> str:
-    """v0.3.23's ShardStateType over a shard's executions: New, InProgress, Cancelled, Error, Completed."""
-    shard = latest_per_shard(executions)
-    states = [ex.state for ex in shard.values()] or [S.CREATED]
-    if any(not s.is_terminal for s in (ex.state for ex in executions)):
+    """v0.3.23's ShardStateType over a shard's executions: InProgress, Cancelled, Error, Completed."""
+    states = {e.state for e in executions}
+    if any(not s.is_terminal for s in states):
         return "InProgress"
     if S.COMPLETED in states:
         return "Completed"
-    if cancelled or all(s is S.CANCELLED for s in states):
+    if cancelled or states <= {S.CANCELLED}:
         return "Cancelled"
     return "Error"
 
