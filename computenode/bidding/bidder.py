@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 
 import httpx
 
@@ -28,7 +28,7 @@ STRATEGY_NAMES = (
     "networking", "stateless", "locality", "node_selectors", "timeout", "job_max", "supported",
     "installed", "probe_http", "probe_exec",
 )  # fmt: skip
-_USAGE_CACHE_SIZE = 256
+_USAGE_CACHE_SIZE = 32  # offers being decided at once; bounds the jobs held (up to 10 MB each)
 
 
 def describe(spec: StorageSpec) -> str:
@@ -101,37 +101,40 @@ class Bidder:
         }
         later = self._io_strategies(job, now)
         if len(later) == 1:  # the common case: no task to create (a third of a decision's cost)
-            [(name, coro)] = later.items()
-            now[name] = await _guard(name, coro)
+            [(name, start)] = later.items()
+            now[name] = await _guard(name, start)
         else:
             results = await asyncio.gather(*(_guard(n, c) for n, c in later.items()))
             now.update(zip(later, results, strict=True))
         return [now[name] for name in STRATEGY_NAMES]
 
-    def _io_strategies(self, job: Job, now: dict[str, Verdict]) -> dict[str, Coroutine[Any, Any, Verdict]]:
+    def _io_strategies(
+        self, job: Job, now: dict[str, Verdict]
+    ) -> dict[str, Callable[[], Awaitable[Verdict]]]:
         """The strategies that await something for this job; those that need not go straight into `now`."""
         spec, policy = job.spec, self.selection
-        later: dict[str, Coroutine[Any, Any, Verdict]] = {"installed": self._installed(spec)}
+        # Started inside _guard, so a bid cancelled before they start leaves no coroutine unawaited.
+        later: dict[str, Callable[[], Awaitable[Verdict]]] = {"installed": partial(self._installed, spec)}
         if policy.locality is Locality.LOCAL and spec.inputs:
-            later["locality"] = self._locality(spec)
+            later["locality"] = partial(self._locality, spec)
         else:
             anywhere = policy.locality is Locality.ANYWHERE
             now["locality"] = Verdict(
                 "locality", True, "job_selection.locality is anywhere" if anywhere else "no inputs"
             )
         if spec.all_storage_specs():
-            later["job_max"] = self._job_max(job)
+            later["job_max"] = partial(self._job_max, job)
         else:
             now["job_max"] = strategies.job_max(self._usage_of(spec, 0), self.limits.job_max)
         payload = probes.probe_payload(self.node_id, job) if policy.probe_http or policy.probe_exec else b""
         if policy.probe_http:
-            later["probe_http"] = probes.http_probe(
-                self._client(), policy.probe_http, payload, policy.probe_timeout
+            later["probe_http"] = partial(
+                probes.http_probe, self._client(), policy.probe_http, payload, policy.probe_timeout
             )
         else:
             now["probe_http"] = Verdict("probe_http", True, "no HTTP probe configured")
         if policy.probe_exec:
-            later["probe_exec"] = probes.exec_probe(policy.probe_exec, payload, policy.probe_timeout)
+            later["probe_exec"] = partial(probes.exec_probe, policy.probe_exec, payload, policy.probe_timeout)
         else:
             now["probe_exec"] = Verdict("probe_exec", True, "no exec probe configured")
         return later
@@ -218,10 +221,10 @@ class Bidder:
         return self._own_http
 
 
-async def _guard(name: str, coro: Coroutine[Any, Any, Verdict]) -> Verdict:
+async def _guard(name: str, start: Callable[[], Awaitable[Verdict]]) -> Verdict:
     """A strategy that fails unexpectedly rejects with a reason instead of failing the whole bid."""
     try:
-        return await coro
+        return await start()
     except Exception:
         log.exception("bid strategy failed", extra={"strategy": name})
         return Verdict(name, False, f"{name} check failed with an internal error, see node log")

@@ -101,13 +101,21 @@ async def exec_probe(command: str, payload: bytes, timeout_s: float) -> Verdict:
     name, where = "probe_exec", "job_selection.probe_exec"
     # Only PATH and the payload, as Bacalhau: the daemon's environment (tokens) stays private.
     env = {"PATH": os.environ.get("PATH", os.defpath)} | dict.fromkeys(ENV_NAMES, payload.decode())
-    try:
-        proc = await asyncio.create_subprocess_exec(
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             "bash", "-c", command, env=env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
+    )  # fmt: skip
+    try:
+        # Shielded: cancelled mid-spawn, asyncio would kill only bash, then wait for every pipe
+        # to close, i.e. for the probe's children to finish on their own.
+        proc = await asyncio.shield(spawn)
     except OSError as exc:  # e.g. E2BIG: a spec too large for one environment variable
         return Verdict(name, False, f"{where} could not be started: {exc.strerror or exc}")
+    except asyncio.CancelledError:
+        spawn.add_done_callback(_kill_spawned)
+        raise
     try:
         async with asyncio.timeout(timeout_s):
             stderr, code = await _communicate(proc, payload)
@@ -173,6 +181,15 @@ async def _drain(stream: asyncio.StreamReader) -> bytes:
         if len(kept) < MAX_STDERR_BYTES:
             kept += chunk[: MAX_STDERR_BYTES - len(kept)]
     return bytes(kept)
+
+
+def _kill_spawned(spawn: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    """Kill a probe whose bid was abandoned while it was being started."""
+    if not spawn.cancelled() and spawn.exception() is None:
+        proc = spawn.result()
+        _signal_group(proc)
+        if proc.stdin is not None:
+            proc.stdin.close()  # so the transport closes once the group is gone
 
 
 def _signal_group(proc: asyncio.subprocess.Process) -> None:

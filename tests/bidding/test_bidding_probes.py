@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from bidhelpers import limits, make_job
 
@@ -172,7 +173,7 @@ async def test_exec_child_left_behind_does_not_hold_the_bid(bidder, tmp_path: Pa
 
 
 async def test_exec_cancelled_bid_kills_the_probe(bidder, tmp_path: Path) -> None:
-    body = f"echo $$ > {tmp_path}/self\nsleep 60\n"
+    body = f"sleep 60 &\necho $! > {tmp_path}/child\necho $$ > {tmp_path}/self\nwait\n"
     b = bidder(probe_exec=script(tmp_path, "slow.sh", body), probe_timeout="30s")
     task = asyncio.create_task(b.evaluate(make_job()))
     async with asyncio.timeout(10):
@@ -180,8 +181,34 @@ async def test_exec_cancelled_bid_kills_the_probe(bidder, tmp_path: Path) -> Non
             await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        async with asyncio.timeout(10):
+            await task
     await wait_gone(int((tmp_path / "self").read_text()))
+    await wait_gone(int((tmp_path / "child").read_text()))
+
+
+def probe_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and any(marker in arg for arg in p.info["cmdline"] or ()):
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("yields", range(8))
+async def test_exec_cancelled_while_starting_leaves_nothing(bidder, tmp_path: Path, yields: int) -> None:
+    """Cancel at each early step of the spawn: the bid ends at once and no probe process survives."""
+    marker = f"600.{yields}{os.getpid()}"
+    cmd = script(tmp_path, "starting.sh", f"sleep {marker} &\nwait\n")
+    task = asyncio.create_task(bidder(probe_exec=cmd, probe_timeout="30s").evaluate(make_job()))
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    task.cancel()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        while probe_processes(marker) or probe_processes(cmd):
+            await asyncio.sleep(0.05)
 
 
 async def test_both_probes_run_concurrently(bidder, probe_server, tmp_path: Path) -> None:
