@@ -568,3 +568,19 @@ async def test_reaper_ignores_other_nodes(docker_host: str, node_id: str, engine
         await ex.close()
         for row in await engine.containers.list(all=True, filters=node_filter(other)):
             await row.delete(force=True)
+
+
+async def test_entrypoint_that_cannot_start_is_a_clear_failure(
+    executor: DockerExecutor, tmp_path: Path
+) -> None:
+    spec = Spec.model_validate(
+        {"Engine": "Docker", "Docker": {"Image": IMAGE, "Entrypoint": ["/nonexistent"]}}
+    )
+    request = make_request(tmp_path, spec, node_id=executor.node_id)
+    with pytest.raises(ExecutionFailed) as caught:
+        await executor.run(request)
+    assert (
+        caught.value.reason.startswith("container could not start: ")
+        and "/nonexistent" in caught.value.reason
+    )
+    assert not caught.value.retryable
