@@ -81,7 +81,7 @@ async def http_probe(client: httpx.AsyncClient, url: str, payload: bytes, timeou
                 body = await _read_capped(resp)
     except TimeoutError:
         return Verdict(name, False, f"{where} did not answer within {timeout_s:g}s")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return Verdict(name, False, f"{where} could not be reached: {type(exc).__name__}: {_clip(str(exc))}")
     answer = _answer(body)
     said = f": {_clip(answer[1])}" if answer and answer[1] else ""

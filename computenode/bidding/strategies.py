@@ -102,4 +102,6 @@ def supported(spec: Spec) -> Verdict:
     reasons += [why for src, why in DECLINED_SOURCES.items() if src in sources]
     if spec.publisher in DECLINED_PUBLISHERS:
         reasons.append(DECLINED_PUBLISHERS[spec.publisher])
-    return verdict("supported", reasons)
+    return verdict(
+        "supported", reasons, f"engine {spec.engine.value} and every source and publisher supported"
+    )

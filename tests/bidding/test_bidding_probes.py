@@ -78,6 +78,11 @@ async def test_http_connection_refused_is_a_rejection(bidder) -> None:
     assert not v.ok and "could not be reached: ConnectError" in v.reason
 
 
+async def test_http_bad_url_is_a_rejection(bidder) -> None:
+    v = await probe(bidder(probe_http="not a url"), "probe_http")
+    assert not v.ok and "could not be reached: UnsupportedProtocol" in v.reason
+
+
 async def test_http_probe_with_callers_client(bidder, probe_server, setup) -> None:
     async def installed(spec: object) -> list[str]:
         return []
