@@ -26,7 +26,7 @@ from computenode.config import DockerConfig
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory
 from computenode.executors.base import ExecutionRequest
 from computenode.executors.docker_config import EXECUTION, container_config, container_name, node_filter
-from computenode.executors.docker_image import ensure_image
+from computenode.executors.docker_image import ensure_image, seconds_text
 from computenode.executors.results import STDERR, STDOUT, CappedWriter, collect, output_dirs
 from computenode.model import RunCommandResult
 
@@ -82,9 +82,9 @@ class DockerExecutor:
                 return await self._supervise(container, request)
             finally:
                 await _finish(_remove(container))
-        except DockerError as exc:
-            # One mapping at the edge: the engine failed us, not the job.
-            raise ExecutionFailed(f"docker engine error: {exc.message}", retryable=True) from exc
+        except (DockerError, aiohttp.ClientError) as exc:
+            # One mapping at the edge: the engine failed us (or went away mid-run), not the job.
+            raise ExecutionFailed(f"docker engine error: {_message(exc)}", retryable=True) from exc
         finally:
             self._running.discard(request.execution_id)
 
@@ -210,7 +210,7 @@ def _judge(request: ExecutionRequest, state: dict[str, Any], timed_out: bool) ->
     if state.get("OOMKilled"):
         raise OutOfMemory(OOM_REASON, result=collect(request.results_dir, exit_code, OOM_REASON))
     if timed_out:
-        reason = f"timed out after {request.timeout_s:g} s"
+        reason = f"timed out after {seconds_text(request.timeout_s)} s"
         raise JobTimeout(reason, result=collect(request.results_dir, exit_code, reason))
     return collect(request.results_dir, exit_code)
 

@@ -50,9 +50,14 @@ async def pull(docker: aiodocker.Docker, image: str, timeout_s: float) -> None:
                 pass
     except TimeoutError as exc:
         raise ImageUnavailable(
-            f"pulling image {image} timed out after {timeout_s:g} s", retryable=True
+            f"pulling image {image} timed out after {seconds_text(timeout_s)} s", retryable=True
         ) from exc
     except DockerError as exc:
         # 5xx and an unreachable engine may pass; a 4xx or an in-stream refusal will not.
         retryable = exc.status >= 500
         raise ImageUnavailable(f"cannot pull image {image}: {exc.message}", retryable=retryable) from exc
+
+
+def seconds_text(seconds: float) -> str:
+    """2.0 -> "2", 0.25 -> "0.25", 3600.0 -> "3600" (not "3.6e+03" as :g would give)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")

@@ -32,6 +32,7 @@ from computenode.executors.docker_config import (
     limits,
     node_filter,
 )
+from computenode.executors.docker_image import seconds_text
 from computenode.model import ResourceUsageData, Spec, StorageSpec
 
 IMAGE = "computenode-test/busybox:latest"
@@ -172,6 +173,11 @@ def test_limits_gpus_are_the_assigned_indexes() -> None:
 def test_limits_unset_resources_set_nothing() -> None:
     host = limits(ResourceUsageData(), (), DockerConfig())
     assert not {"Memory", "MemorySwap", "NanoCpus", "DeviceRequests"} & host.keys()
+
+
+@pytest.mark.parametrize("seconds, text", [(2.0, "2"), (0.25, "0.25"), (3600.0, "3600"), (1.5, "1.5")])
+def test_seconds_text(seconds: float, text: str) -> None:
+    assert seconds_text(seconds) == text
 
 
 def test_full_network_is_the_hosts(tmp_path: Path) -> None:
