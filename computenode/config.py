@@ -8,12 +8,13 @@ Each component receives only its own section.
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from computenode.errors import SpecError
 from computenode.model import Locality, ResourceUsageConfig, ResourceUsageData
@@ -58,6 +59,13 @@ class NodeConfig(Section):
     labels: dict[str, str] = Field(default_factory=dict)
     data_dir: Path = Path("/var/lib/computenode")
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # A relative data_dir (the repo's config uses ./var/computenode) means relative to the
+        # directory the node was started from; fix it now so a later chdir cannot move it.
+        return v.expanduser().absolute()
+
 
 class ApiConfig(Section):
     listen: str = "127.0.0.1:1234"
@@ -83,7 +91,9 @@ class ApiConfig(Section):
 class Quantities(ResourceUsageConfig):
     """cpu/memory/disk/gpu quantities in config (lower-case keys, empty = unset)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, loc_by_alias=False
+    )
 
 
 class CapacityConfig(Section):
@@ -216,12 +226,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment wins over the YAML file (passed as init kwargs).
-        return env_settings, init_settings
+        # Explicit arguments (CLI flags) > COMPUTENODE_* environment > the YAML file.
+        yaml_source = InitSettingsSource(settings_cls, init_kwargs=_FILE_DATA.get() or {})
+        return init_settings, env_settings, yaml_source
+
+
+# The YAML file's contents while load_settings builds Settings (the source above reads it).
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_FILE_DATA", default=None)
 
 
 def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read YAML (when given), apply environment and `overrides`; SpecError naming every wrong field."""
+    """Read YAML (when given), then the environment, then `overrides` ({"api.listen": ...}, the CLI
+    flags), each winning over the one before; SpecError naming every wrong field."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -235,13 +251,17 @@ def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | No
         if loaded is not None and not isinstance(loaded, dict):
             raise SpecError([("", f"config {path} must be a mapping of sections")])
         data = loaded or {}
+    flags: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        data.setdefault(section, {})[key] = value
+        flags.setdefault(section, {})[key] = value
+    token = _FILE_DATA.set(data)
     try:
-        return Settings(**data)
+        return Settings(**flags)
     except ValidationError as exc:
         raise spec_error(exc) from None
+    finally:
+        _FILE_DATA.reset(token)
 
 
 def usage(q: ResourceUsageConfig) -> ResourceUsageData:
