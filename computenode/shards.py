@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from computenode.errors import InputUnavailable, SpecError
 from computenode.model import Job, StorageSource, StorageSpec
+from computenode.storage import sharding
 from computenode.storage.base import StorageProvider
 
 _plans: dict[str, list[list[StorageSpec]]] = {}
@@ -21,24 +22,22 @@ async def plan(job: Job, storage: Mapping[StorageSource, StorageProvider]) -> li
     cached = _plans.get(job.id) if job.id else None
     if cached is not None:
         return cached
-    spec = job.spec
-    if not spec.sharding.glob_pattern:
-        shards = [list(spec.inputs)]
-    else:
-        from computenode.storage import sharding
-
-        atoms: list[StorageSpec] = []
-        for s in spec.inputs:
-            provider = storage.get(s.storage_source) if s.storage_source else None
-            if provider is None:
-                raise InputUnavailable(f"storage source {s.storage_source} is not enabled on this node")
-            atoms.extend(await provider.explode(s))
-        shards = sharding.shard_atoms(atoms, spec.sharding)
+    shards = await sharding.shard_inputs(job.spec, _exploder(storage))
     if job.id:
         if len(_plans) >= _MAX_PLANS:
             _plans.pop(next(iter(_plans)))
         _plans[job.id] = shards
     return shards
+
+
+def _exploder(storage: Mapping[StorageSource, StorageProvider]) -> sharding.Explode:
+    async def explode(spec: StorageSpec) -> list[StorageSpec]:
+        provider = storage.get(spec.storage_source) if spec.storage_source else None
+        if provider is None:
+            raise InputUnavailable(f"storage source {spec.storage_source} is not enabled on this node")
+        return await provider.explode(spec)
+
+    return explode
 
 
 async def count(job: Job, storage: Mapping[StorageSource, StorageProvider]) -> tuple[int, str]:
