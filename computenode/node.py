@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 DRAIN_KEY = "draining"
+FINAL_CALLBACKS_S = 5.0
 ESTUARY_AS_IPFS = True  # Bacalhau v0.3.23 published Estuary jobs to IPFS when no Estuary key was set
 
 
@@ -386,6 +387,10 @@ class Node:
             grace = 0.0 if fast.is_set() else self.settings.timeouts.drain_grace
             await self.compute.drain(grace)
             await loops
+            # Tell requesters what the drain did; what is not delivered now stays in the store.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_CALLBACKS_S):
+                    await self.callbacks.deliver_due()
         finally:
             await api.stop()
             if self.ready:

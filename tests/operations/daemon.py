@@ -34,6 +34,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 class Daemon:
     def __init__(self, tmp: Path, ipfs_api: str, docker_host: str, **extra: Any) -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp / "computenode.yaml"

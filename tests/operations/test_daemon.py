@@ -37,7 +37,6 @@ def daemon(tmp_path: Path, ipfs_api: str, docker_host: str):
 
     def make(**extra: object) -> Daemon:
         d = Daemon(tmp_path / f"d{len(made)}", ipfs_api, docker_host, **extra)
-        d.tmp.mkdir(parents=True, exist_ok=True)
         made.append(d)
         return d
 
