@@ -123,7 +123,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if settings is None:
         return INVALID
     from computenode import node
+    from computenode.logs import setup_logging
 
+    # The verdicts carry every reason; the node's own warnings would only repeat them.
+    setup_logging("error", settings.logging.format)
     check_job = getattr(node, "check_job", None)
     if check_job is None:  # the node cannot answer yet: the spec is valid, show it normalised
         _dump(job.to_wire())
@@ -147,7 +150,7 @@ def _print_report(job: Job, report: Any) -> None:
 
 
 def _usage_text(u: Any) -> str:
-    return f"cpu {format_cpu(u.cpu)}, memory {format_bytes(u.memory)}, disk {format_bytes(u.disk)}, gpu {u.gpu}"
+    return f"cpu {format_cpu(u.cpu)}, memory {_bytes(u.memory)}, disk {_bytes(u.disk)}, gpu {u.gpu}"
 
 
 # -- client commands -------------------------------------------------------------------------------
@@ -236,8 +239,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _wire_usage(u: dict[str, Any]) -> str:
-    return (f"cpu {format_cpu(float(u.get('CPU', 0)))}, memory {format_bytes(int(u.get('Memory', 0)))}, "
-            f"disk {format_bytes(int(u.get('Disk', 0)))}, gpu {u.get('GPU', 0)}")  # fmt: skip
+    return (f"cpu {format_cpu(float(u.get('CPU', 0)))}, memory {_bytes(int(u.get('Memory', 0)))}, "
+            f"disk {_bytes(int(u.get('Disk', 0)))}, gpu {u.get('GPU', 0)}")  # fmt: skip
+
+
+def _bytes(n: int) -> str:
+    """Exact binary units when they fit ("100Mi"), else one decimal ("18.8Gi")."""
+    exact = format_bytes(n)
+    if not exact.isdigit() or n < 1024:
+        return exact
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return exact
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
