@@ -44,7 +44,7 @@ REGISTRY_IMAGE="$REGISTRY/busybox:1"
 APT_DOCKER=(docker.io busybox-static)
 APT_REGISTRY=(docker-registry)
 APT_WASM=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
-APT_TOOLS=(curl sqlite3)
+APT_TOOLS=(curl sqlite3 chromium systemd)  # chromium: the dashboard test; systemd: systemd-analyze verify
 
 # Bounded waits (seconds).
 WAIT_APT=1200       # someone else's apt-get/dpkg run
