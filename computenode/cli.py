@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from computenode.client import (
     DEFAULT_IPFS_API,
@@ -27,6 +26,9 @@ from computenode.client import (
 from computenode.errors import ComputeNodeError, SpecError
 from computenode.model import Job, parse_job
 from computenode.model.quantity import format_bytes, format_cpu
+
+if TYPE_CHECKING:
+    from computenode.node import CheckReport
 
 OK, FAILED, INVALID = 0, 1, 2
 
@@ -106,9 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging(settings.logging.level, settings.logging.format)
     config_path = Path(args.config).absolute() if args.config else None
-    takes_path = len(inspect.signature(node.serve).parameters) > 1
     try:
-        return asyncio.run(node.serve(settings, config_path) if takes_path else node.serve(settings))
+        return asyncio.run(node.serve(settings, config_path))
     except (OSError, ComputeNodeError) as exc:
         # A port in use or a data dir we may not write: one line, not a traceback.
         _err(f"computenode: cannot run the node: {exc}")
@@ -127,11 +128,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     # The verdicts carry every reason; the node's own warnings would only repeat them.
     setup_logging("error", settings.logging.format)
-    check_job = getattr(node, "check_job", None)
-    if check_job is None:  # the node cannot answer yet: the spec is valid, show it normalised
-        _dump(job.to_wire())
-        return OK
-    report = asyncio.run(check_job(settings, job))
+    report = asyncio.run(node.check_job(settings, job))
     if args.json:
         _dump({"Job": job.to_wire(), "Check": report.to_wire()})
     else:
@@ -139,13 +136,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return OK if report.accepted else FAILED
 
 
-def _print_report(job: Job, report: Any) -> None:
-    print(f"job {job.id or '(no ID yet)'}: engine {job.spec.engine.value}, {getattr(report, 'shards', 1)} shard(s)")
+def _print_report(job: Job, report: CheckReport) -> None:
+    print(f"job {job.id or '(no ID yet)'}: engine {job.spec.engine.value}, {report.shards} shard(s)")
     for v in report.verdicts:
         print(f"  {'ok  ' if v.ok else 'FAIL'} {v.name}: {v.reason}")
-    usage = getattr(report, "usage", None)
-    if usage is not None:
-        print(f"usage: {_usage_text(usage)}")
+    print(f"usage: {_usage_text(report.usage)}")
     print("this node would bid" if report.accepted else "this node would NOT bid")
 
 

@@ -187,13 +187,14 @@ class Compute:
 
     async def _fail(self, ex: Execution, reason: str, result: RunCommandResult | None, retryable: bool) -> None:
         result = (result or RunCommandResult()).model_copy(update={"runner_error": reason})
+        if ex.owned and retryable:
+            # The retry exists before this attempt is Failed, so the job never looks finished in between.
+            await self._retry_owned(ex)
         ex = await self._move(ex.id, S.FAILED, reason, run_output=result, retryable=retryable)
         log.info("execution failed", extra={"execution_id": ex.id, "reason": reason, "retryable": retryable})
         await self.callbacks.send(ex.callback_url, "on_compute_failure", {**self._meta(ex), "Err": reason})
         if not self.keep_failed:
             await self.runner.remove(ex.id)
-        if ex.owned:
-            await self._retry_owned(ex)
 
     async def _fail_quietly(self, execution_id: str, reason: str) -> None:
         try:
@@ -287,7 +288,7 @@ class Compute:
 
     async def _retry_owned(self, ex: Execution) -> None:
         job_rec = await self.store.get_job(ex.job_id)
-        if not ex.retryable or ex.attempt >= self.max_retries or job_rec.cancelled or self.draining:
+        if ex.attempt >= self.max_retries or job_rec.cancelled or self.draining:
             return
         log.info("retrying shard", extra={"job_id": ex.job_id, "shard_index": ex.shard_index})
         await self._own(await self.job(ex.job_id), ex.shard_index, ex.usage, ex.attempt + 1)

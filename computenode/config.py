@@ -144,7 +144,8 @@ class NoopConfig(Section):
     enabled: bool = False
     exit_code: int = 0
     delay: Duration = 0.0
-    error: str = ""
+    error: str = ""  # fail every run with this reason
+    error_retryable: bool = False  # whether that failure is transient (owned jobs retry it)
 
 
 class EnginesConfig(Section):

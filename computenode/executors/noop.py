@@ -25,5 +25,5 @@ class NoopExecutor:
         if self.cfg.delay:
             await asyncio.sleep(self.cfg.delay)
         if self.cfg.error:
-            raise ExecutionFailed(self.cfg.error)
+            raise ExecutionFailed(self.cfg.error, retryable=self.cfg.error_retryable)
         return collect(request.results_dir, self.cfg.exit_code)

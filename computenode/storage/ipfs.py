@@ -34,7 +34,9 @@ _CID = re.compile(r"^[A-Za-z0-9]{10,200}$")
 _PARTIAL = ".partial-"
 _EVICTING = ".evicting-"
 _NO_CAP = 1 << 62  # the DAG size was known before the fetch; disk capacity is checked at bid
-_QUICK_S = 30.0  # bound on the bid-time calls (locality, size)
+_QUICK_S = 30.0
+_DIR_TYPES = (1, 5)  # UnixFS Directory, HAMTShard
+_FILE_TYPE = 2  # bound on the bid-time calls (locality, size)
 
 
 class IPFSStorage:
@@ -146,15 +148,16 @@ class IPFSStorage:
         try:
             async with asyncio.timeout(self.cfg.fetch_timeout) as deadline:
                 st = await self.kubo.stat(cid)
+                # kubo reports a mid-stream failure only in an HTTP trailer aiohttp does not
+                # expose: a file's byte count is checked against X-Content-Length and a
+                # directory's tree against kubo's listing (cheaper than `refs` over every block).
                 if st.get("Type") == "file":
                     await self._fetch_file(cid, tmp / cid, deadline)
                 elif st.get("Type") == "directory":
                     await self._fetch_dir(cid, tmp, deadline)
+                    await self._verify_tree(cid, tmp / cid)
                 else:
                     raise InputUnavailable(f"IPFS CID {cid} is neither a UnixFS file nor a directory")
-                if not await self.kubo.is_local(cid):
-                    # kubo reports a mid-stream failure only in an HTTP trailer aiohttp does not expose.
-                    raise InputUnavailable(f"IPFS CID {cid} was not fetched completely")
             os.rename(tmp / cid, entry)
             log.info("ipfs fetch done", extra={"cid": cid})
         except TimeoutError:
@@ -188,6 +191,18 @@ class IPFSStorage:
             await extract_chunks(chunks(), tmp, max_bytes=_NO_CAP, mode="r|")
         if not (tmp / cid).is_dir():
             raise InputUnavailable(f"IPFS CID {cid}: kubo's archive did not hold the directory")
+
+    async def _verify_tree(self, cid: str, path: Path) -> None:
+        """Every entry kubo lists is on disk, each file with its full size."""
+        links = await self.kubo.ls(cid)
+        if {str(link["Name"]) for link in links} != set(os.listdir(path)):
+            raise InputUnavailable(f"IPFS CID {cid} was not fetched completely")
+        for link in links:
+            entry = path / str(link["Name"])
+            if link.get("Type") in _DIR_TYPES:
+                await self._verify_tree(str(link["Hash"]), entry)
+            elif link.get("Type") == _FILE_TYPE and entry.stat().st_size != int(link.get("Size", -1)):
+                raise InputUnavailable(f"IPFS CID {cid}: {link['Name']} was not fetched completely")
 
     async def _sweep(self) -> None:
         """Once per process: drop partial fetches and evictions a crash left behind."""

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
+_BUFSIZE = 1 << 20
+
 
 class UnsafeArchive(ValueError):
     """The archive tries to leave its destination, or is too large."""
@@ -60,7 +62,9 @@ def extract_stream(fileobj: IO[bytes], dest: Path, *, max_bytes: int, mode: str 
     """
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
-    with tarfile.open(fileobj=fileobj, mode=mode) as tar:
+    # 1 MiB buffers: tarfile's defaults (10 KiB stream reads, 16 KiB copies) cost a third of the speed.
+    with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_BUFSIZE) as tar:
+        tar.copybufsize = _BUFSIZE
         for member in tar:
             check_member(member)
             total += member.size if member.isfile() else 0

@@ -170,3 +170,21 @@ async def test_status_endpoints(make_node) -> None:
     assert (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).status_code == 409
     await rn.http.post("/api/v1/node/drain", json={"Mode": "off"})
     assert (await rn.http.get("/readyz")).status_code == 200
+
+
+async def test_owned_job_retries_transient_failures_then_reports_error(make_node) -> None:
+    rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "error": "fetch timed out",
+                                                        "error_retryable": True}})  # fmt: skip
+    job_id = (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).json()["JobID"]
+    body = await rn.wait_job(job_id)
+    assert body["State"] == "Error"
+    assert body["Shards"][0]["RunOutput"]["runnerError"] == "fetch timed out"
+    attempts = (await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]
+    assert sorted(e["Attempt"] for e in attempts) == [0, 1, 2]  # two retries, then it stops
+
+
+async def test_owned_job_does_not_retry_its_own_failure(make_node) -> None:
+    rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "error": "bad spec"}})
+    job_id = (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).json()["JobID"]
+    assert (await rn.wait_job(job_id))["State"] == "Error"
+    assert len((await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]) == 1
