@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.logging.level, settings.logging.format)
     config_path = Path(args.config).absolute() if args.config else None
     try:
-        return asyncio.run(node.serve(settings, config_path))
+        return asyncio.run(node.serve(settings, config_path, overrides))
     except (OSError, ComputeNodeError) as exc:
         # A port in use or a data dir we may not write: one line, not a traceback.
         _err(f"computenode: cannot run the node: {exc}")

@@ -186,8 +186,13 @@ class LocalPublisherConfig(Section):
     base_url: str = ""  # empty: http://<api.listen>
 
 
+class IPFSPublisherConfig(Section):
+    enabled: bool = True  # publish to the kubo of storage.ipfs.api (also serves Estuary jobs)
+
+
 class PublishersConfig(Section):
     default: Literal["local", "ipfs", "noop"] = "local"
+    ipfs: IPFSPublisherConfig = Field(default_factory=IPFSPublisherConfig)
     local: LocalPublisherConfig = Field(default_factory=LocalPublisherConfig)
 
 

@@ -120,10 +120,11 @@ def build_backends(settings: Settings, node_id: str, base_url: str) -> Backends:
     from computenode.publishers.local import LocalPublisher
     from computenode.publishers.noop import NoopPublisher
 
-    ipfs_publisher = IPFSPublisher(st.ipfs)
-    b.publishers[Publisher.IPFS] = ipfs_publisher
-    if ESTUARY_AS_IPFS:
-        b.publishers[Publisher.ESTUARY] = ipfs_publisher
+    if settings.publishers.ipfs.enabled:
+        ipfs_publisher = IPFSPublisher(st.ipfs)
+        b.publishers[Publisher.IPFS] = ipfs_publisher
+        if ESTUARY_AS_IPFS:
+            b.publishers[Publisher.ESTUARY] = ipfs_publisher
     b.publishers[Publisher.LOCAL] = LocalPublisher(data / "published", settings.publishers.local.base_url or base_url)
     b.publishers[Publisher.NOOP] = NoopPublisher()
 
@@ -170,9 +171,12 @@ def dependency_checks(b: Backends) -> dict[str, Any]:
 
 
 class Node:
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, config_path: Path | None = None, overrides: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.overrides = overrides or {}  # command-line flags, kept across reloads
         self.data_dir = settings.node.data_dir
         self.node_id = ""
         self.labels = dict(settings.node.labels)
@@ -297,7 +301,7 @@ class Node:
             log.warning("reload asked but the node was started without a config file")
             return []
         try:
-            new = load_settings(self.config_path)
+            new = load_settings(self.config_path, self.overrides)
         except SpecError as exc:
             log.error("reload refused: the config does not validate", extra={"errors": exc.errors})
             return []
@@ -432,9 +436,11 @@ def sd_notify(state: str) -> bool:
     return True
 
 
-async def serve(settings: Settings, config_path: Path | None = None) -> int:
+async def serve(
+    settings: Settings, config_path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> int:
     """`computenode run`: the node until SIGTERM/SIGINT (SIGHUP reloads `config_path`); the exit code."""
-    return await Node(settings, config_path).run()
+    return await Node(settings, config_path, overrides).run()
 
 
 @dataclass(frozen=True, slots=True)
