@@ -17,18 +17,18 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
         --disable-pip-version-check /project/computenode-*.whl \
     && /opt/venv/bin/python -c 'import computenode'
 
-# Stage 2: the runtime, without the wheels and the build layers.
+# Stage 2: the runtime, without the wheels and the build layers. Everything that does
+# not depend on the code comes first, so a code change rebuilds only the last COPY.
 FROM ${BASE}
 # A fixed uid/gid so a bind-mounted data dir can be chowned on the host beforehand.
+# The HEALTHCHECK probe is a few lines of Python (the image has no curl): GET /healthz
+# where COMPUTENODE_API__LISTEN says the node listens.
 RUN groupadd --system --gid 10001 computenode \
     && useradd --system --uid 10001 --gid computenode --home-dir /var/lib/computenode \
         --no-create-home --shell /usr/sbin/nologin computenode \
     && install -d -o computenode -g computenode -m 0750 /var/lib/computenode \
-    && install -d -m 0755 /etc/computenode
-COPY --from=build /opt/venv /opt/venv
-COPY build/image/computenode.yaml /etc/computenode/computenode.yaml
-# HEALTHCHECK probe (the image has no curl): GET /healthz where the node listens.
-RUN printf '%s\n' \
+    && install -d -m 0755 /etc/computenode \
+    && printf '%s\n' \
         '#!/opt/venv/bin/python' \
         '"""Docker HEALTHCHECK for computenode: GET /healthz on COMPUTENODE_API__LISTEN."""' \
         'import os, sys, urllib.request' \
@@ -50,12 +50,15 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 # Docker bind-mount paths under it, so mount the host dir at the same path (docs).
 VOLUME /var/lib/computenode
 EXPOSE 1234
-USER computenode
 WORKDIR /var/lib/computenode
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/computenode-healthcheck"]
 # tini reaps zombies and forwards SIGTERM, which makes the node drain; give
-# `docker stop -t` at least timeouts.drain_grace.
+# `docker stop -t` more than timeouts.drain_grace.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "computenode"]
 CMD ["run", "--config", "/etc/computenode/computenode.yaml"]
+USER computenode
+# COPY ignores USER: both stay root-owned, read-only to the node.
+COPY build/image/computenode.yaml /etc/computenode/computenode.yaml
+COPY --from=build /opt/venv /opt/venv

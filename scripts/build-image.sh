@@ -28,7 +28,7 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x $ROOT/.venv/bin/python ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
 
-log() { printf '[build-image] %s\n' "$*" >&2; }
+log() { printf '[build-image +%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 make_base() {
     if [[ "${REBUILD_BASE:-0}" != 1 ]] && docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
@@ -90,6 +90,13 @@ make_wheels() {
     rm -rf "$src"
     local whl
     whl=$(ls "$CTX"/project/computenode-*.whl)
+    # Skip resolving while pyproject.toml is what the wheels were collected for.
+    local stamp=$CTX/deps.sha256 sum
+    sum=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+    if [[ -f $stamp && $(cat "$stamp") == "$sum" ]] && ls "$CTX"/wheels/*.whl >/dev/null 2>&1; then
+        log "dependency wheels are current"
+        return
+    fi
     log "collecting dependency wheels"
     # Resolve into a fresh dir so it holds exactly one version of each dependency (the
     # Dockerfile installs them all). Offline first from the wheels of the last build;
@@ -99,6 +106,7 @@ make_wheels() {
     rm -f "$CTX"/wheels.new/computenode-*.whl
     rm -rf "$CTX/wheels"
     mv "$CTX/wheels.new" "$CTX/wheels"
+    echo "$sum" >"$stamp"
 }
 
 stage_config() {
@@ -117,6 +125,29 @@ make_base
 check_python
 make_wheels
 stage_config
-log "docker build -t $TAG"
-docker build --network host --build-arg "BASE=$BASE_IMAGE" -t "$TAG" -f "$ROOT/Dockerfile" "$ROOT"
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+build_image() {
+    # Stage one gets its own tag: it is the layer cache of the next build, and an untagged
+    # tip would be mistaken for garbage by `docker image prune`.
+    local old_final old_stage id
+    old_final=$(image_id "$TAG")
+    old_stage=$(image_id "$STAGE_TAG")
+    log "docker build -t $TAG"
+    docker build --network host --build-arg "BASE=$BASE_IMAGE" --target build -t "$STAGE_TAG" \
+        -f "$ROOT/Dockerfile" "$ROOT" >/dev/null
+    docker build --network host --build-arg "BASE=$BASE_IMAGE" -t "$TAG" -f "$ROOT/Dockerfile" "$ROOT"
+    # The images these tags pointed at before, when nothing else names them (a running
+    # container keeps its image: rmi refuses, which is fine).
+    for id in $old_final $old_stage; do
+        if [[ $id != "$(image_id "$TAG")" && $id != "$(image_id "$STAGE_TAG")" \
+              && $(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null) == 0 ]]; then
+            docker rmi "$id" >/dev/null 2>&1 || true
+        fi
+    done
+}
+
+[[ ${TAG##*/} == *:* ]] || TAG=$TAG:latest
+STAGE_TAG=${TAG%:*}-build:${TAG##*:}   # computenode:test -> computenode-build:test
+build_image
 log "built $TAG"
