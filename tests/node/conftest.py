@@ -54,7 +54,7 @@ class RunningNode:
                 body = (await self.http.get(f"/api/v1/jobs/{job_id}")).json()
                 if body["State"] not in ("New", "InProgress"):
                     return body
-                await self.node.compute.wait_changed(0.5)
+                await self.node.compute.wait_changed(0.1)
 
     async def wait_execution(self, eid: str, states: set[str], timeout_s: float = 30) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):
@@ -62,7 +62,7 @@ class RunningNode:
                 body = (await self.http.get(f"/api/v1/executions/{eid}")).json()
                 if body["State"] in states:
                     return body
-                await self.node.compute.wait_changed(0.5)
+                await self.node.compute.wait_changed(0.1)
 
 
 async def start_node(settings: Settings) -> RunningNode:
