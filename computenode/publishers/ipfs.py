@@ -23,26 +23,13 @@ class IPFSPublisher:
     def __init__(self, cfg: IPFSConfig, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         self.cfg = cfg
         self.timeout_s = timeout_s
-        self._client: KuboClient | None = None
-
-    @property
-    def kubo(self) -> KuboClient:
-        if self._client is None:
-            self._client = KuboClient(self.cfg.api)
-        return self._client
+        self.kubo = KuboClient(cfg.api)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self.kubo.close()
 
     async def check(self) -> str | None:
-        try:
-            async with asyncio.timeout(5):
-                await self.kubo.version()
-        except (KuboError, TimeoutError) as exc:
-            return f"kubo unreachable at {self.cfg.api}: {exc or 'no answer within 5 s'}"
-        return None
+        return await self.kubo.check()
 
     async def publish(
         self, execution_id: str, job_id: str, shard_index: int, node_id: str, results_dir: Path

@@ -43,31 +43,18 @@ class IPFSStorage:
     def __init__(self, cfg: IPFSConfig, cache_dir: Path) -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
-        self._client: KuboClient | None = None
+        self.kubo = KuboClient(cfg.api)
         self._locks: dict[str, asyncio.Lock] = {}
         self._in_use: Counter[str] = Counter()
         self._volumes: dict[int, str] = {}  # id(InputVolume) -> CID, for idempotent cleanup
         self._sizes: dict[str, int] = {}  # entry name -> bytes; entries never change once renamed in
         self._swept = False
 
-    @property
-    def kubo(self) -> KuboClient:
-        if self._client is None:  # created lazily: constructors never touch the loop
-            self._client = KuboClient(self.cfg.api)
-        return self._client
-
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self.kubo.close()
 
     async def check(self) -> str | None:
-        try:
-            async with asyncio.timeout(5):
-                await self.kubo.version()
-        except (KuboError, TimeoutError) as exc:
-            return f"kubo unreachable at {self.cfg.api}: {exc or 'no answer within 5 s'}"
-        return None
+        return await self.kubo.check()
 
     async def has_locally(self, spec: StorageSpec) -> bool:
         cid = spec.cid

@@ -54,15 +54,35 @@ def api_url(addr: str) -> str:
 
 
 class KuboClient:
-    """One connection pool to one kubo daemon; create it inside a running loop."""
+    """One connection pool to one kubo daemon, opened on first use (constructors never touch the loop)."""
+
+    CHECK_TIMEOUT_S = 5.0
 
     def __init__(self, addr: str) -> None:
+        self.addr = addr
         self.base = api_url(addr) + "/api/v0"
-        # No read timeout: kubo streams for as long as a DAG takes; callers bound it.
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No read timeout: kubo streams for as long as a DAG takes; callers bound it.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        return self._session
 
     async def close(self) -> None:
-        await self._http.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self) -> str | None:
+        """None when kubo answers, else why not (for /readyz and bids)."""
+        try:
+            async with asyncio.timeout(self.CHECK_TIMEOUT_S):
+                await self.version()
+        except (KuboError, TimeoutError) as exc:
+            return f"kubo unreachable at {self.addr}: {exc or f'no answer within {self.CHECK_TIMEOUT_S:.0f} s'}"
+        return None
 
     async def version(self) -> dict[str, Any]:
         return await self._json("version")
