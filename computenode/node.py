@@ -170,6 +170,28 @@ def dependency_checks(b: Backends) -> dict[str, Any]:
     return checks
 
 
+def missing_parts(spec: Spec, b: Backends, health: Health, default_publisher: Publisher) -> list[str]:
+    """Why this node cannot run `spec` right now, per missing part (engine, sources, publisher)."""
+    reasons: list[str] = []
+    if spec.engine not in b.executors:
+        reasons.append(f"engine {spec.engine.value} is not enabled on this node")
+    elif why := health.reason(engine_key(spec.engine)):
+        reasons.append(f"engine {spec.engine.value} is not available: {why}")
+    for src in {s.storage_source for s in spec.all_storage_specs() if s.storage_source}:
+        if src not in b.storage:
+            reasons.append(f"storage source {src.value} is not enabled on this node")
+        elif why := health.reason(storage_key(src)):
+            reasons.append(f"storage source {src.value} is not available: {why}")
+    pub = spec.publisher or default_publisher
+    if pub not in b.publishers:
+        reasons.append(f"publisher {pub.value} is not enabled on this node")
+    elif why := health.reason(publisher_key(pub)):
+        reasons.append(f"publisher {pub.value} is not available: {why}")
+    if spec.verifier not in b.verifiers:
+        reasons.append(f"verifier {spec.verifier.value} is not enabled on this node")
+    return reasons
+
+
 class Node:
     def __init__(
         self, settings: Settings, config_path: Path | None = None, overrides: dict[str, Any] | None = None
@@ -203,26 +225,7 @@ class Node:
 
     # -- bidding ----------------------------------------------------------------------------
     async def installed(self, spec: Spec) -> list[str]:
-        """Why this node cannot run `spec` right now, per missing part (engine, sources, publisher)."""
-        reasons: list[str] = []
-        b, h = self.backends, self.health
-        if spec.engine not in b.executors:
-            reasons.append(f"engine {spec.engine.value} is not enabled on this node")
-        elif why := h.reason(engine_key(spec.engine)):
-            reasons.append(f"engine {spec.engine.value} is not available: {why}")
-        for src in {s.storage_source for s in spec.all_storage_specs() if s.storage_source}:
-            if src not in b.storage:
-                reasons.append(f"storage source {src.value} is not enabled on this node")
-            elif why := h.reason(storage_key(src)):
-                reasons.append(f"storage source {src.value} is not available: {why}")
-        pub = spec.publisher or Publisher(self.settings.publishers.default)
-        if pub not in b.publishers:
-            reasons.append(f"publisher {pub.value} is not enabled on this node")
-        elif why := h.reason(publisher_key(pub)):
-            reasons.append(f"publisher {pub.value} is not available: {why}")
-        if spec.verifier not in b.verifiers:
-            reasons.append(f"verifier {spec.verifier.value} is not enabled on this node")
-        return reasons
+        return missing_parts(spec, self.backends, self.health, Publisher(self.settings.publishers.default))
 
     async def decide(self, job: Job) -> BidDecision:
         verdicts, usage, (shards, shard_reason) = await asyncio.gather(
@@ -472,11 +475,14 @@ async def check_job(settings: Settings, job: Job) -> CheckReport:
     async with httpx.AsyncClient() as http:
         try:
             await health.refresh()
-            shim = Node(settings)
-            shim.backends, shim.health = backends, health
+            default_publisher = Publisher(settings.publishers.default)
+
+            async def installed(spec: Spec) -> list[str]:
+                return missing_parts(spec, backends, health, default_publisher)
+
             limits = node_limits(settings.capacity, health.data_dir)
             bidder = Bidder(node_id, settings.job_selection, settings.timeouts, limits,
-                            lambda: dict(settings.node.labels), shim.installed, backends.storage, http)  # fmt: skip
+                            lambda: dict(settings.node.labels), installed, backends.storage, http)  # fmt: skip
             job = with_identity(job)
             verdicts = list(await bidder.evaluate(job))
             usage = await bidder.usage(job)
