@@ -28,7 +28,7 @@ from computenode.model import Job, parse_job
 from computenode.model.quantity import format_bytes, format_cpu
 
 if TYPE_CHECKING:
-    from computenode.node import CheckReport
+    from computenode.check import CheckReport
 
 OK, FAILED, INVALID = 0, 1, 2
 
@@ -123,12 +123,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     if settings is None:
         return INVALID
-    from computenode import node
+    from computenode import check
     from computenode.logs import setup_logging
 
     # The verdicts carry every reason; the node's own warnings would only repeat them.
     setup_logging("error", settings.logging.format)
-    report = asyncio.run(node.check_job(settings, job))
+    report = asyncio.run(check.check_job(settings, job))
     if args.json:
         _dump({"Job": job.to_wire(), "Check": report.to_wire()})
     else:

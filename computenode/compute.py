@@ -341,12 +341,19 @@ class Compute:
             elif ex.state is S.WAITING_VERIFICATION and ex.owned:
                 await self._verify_owned(ex.job_id, ex.shard_index)
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop bidding, let running work finish within the grace, then cancel the rest."""
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> None:
+        """Stop bidding, let running work finish within the grace (or until `hurry` is set),
+        then cancel the rest."""
         self.draining = True
         deadline = time.monotonic() + grace_s
-        while self.tasks and time.monotonic() < deadline:
-            await asyncio.wait(list(self.tasks.values()), timeout=max(0.0, deadline - time.monotonic()))
+        hurry = hurry or asyncio.Event()
+        while self.tasks and time.monotonic() < deadline and not hurry.is_set():
+            hurried = asyncio.ensure_future(hurry.wait())
+            try:
+                await asyncio.wait([*self.tasks.values(), hurried], timeout=max(0.0, deadline - time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            finally:
+                hurried.cancel()
         for ex in await self.store.active():
             if ex.state is not S.WAITING_VERIFICATION:
                 try:

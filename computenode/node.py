@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from computenode import shards as sharding_plan
+from computenode import shards as shard_plan
 from computenode.callbacks import CallbackSender
 from computenode.cleanup import clean
-from computenode.compute import BidDecision, Compute, with_identity
+from computenode.compute import BidDecision, Compute
 from computenode.config import Settings, load_settings
 from computenode.errors import SpecError
 from computenode.executors.base import Executor, Recoverable
@@ -33,7 +31,6 @@ from computenode.model import (
     Engine,
     Job,
     Publisher,
-    ResourceUsageData,
     Spec,
     StorageSource,
     Verifier,
@@ -43,6 +40,7 @@ from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.storage.base import StorageProvider
 from computenode.store import Store
+from computenode.systemd import notify_loop, sd_notify
 from computenode.verifiers.base import Verifier as VerifierBackend
 
 log = logging.getLogger(__name__)
@@ -229,7 +227,7 @@ class Node:
 
     async def decide(self, job: Job) -> BidDecision:
         verdicts, usage, (shards, shard_reason) = await asyncio.gather(
-            self.bidder.evaluate(job), self.bidder.usage(job), sharding_plan.count(job, self.backends.storage)
+            self.bidder.evaluate(job), self.bidder.usage(job), shard_plan.count(job, self.backends.storage)
         )
         reasons = [v.reason for v in verdicts if not v.ok]
         if shard_reason:
@@ -239,7 +237,7 @@ class Node:
         return BidDecision(reasons, usage, shards)
 
     async def shard_inputs(self, job: Job, index: int) -> list[Any]:
-        return await sharding_plan.inputs(job, index, self.backends.storage)
+        return await shard_plan.inputs(job, index, self.backends.storage)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -291,6 +289,10 @@ class Node:
                     present |= await ex.live_executions()
                     self.metrics.reaped.inc(await ex.reap(active))
         return present
+
+    def status_line(self) -> str:
+        sched = self.compute.scheduler
+        return f"running {len(sched.running)}, queued {len(sched.queued)}"
 
     async def _clean_disk(self) -> None:
         r = self.settings.retention
@@ -360,7 +362,7 @@ class Node:
             tg.create_task(every(1.0, self.compute.expire_bids))
             tg.create_task(every(docker.reap_interval, self._reap_orphans))
             tg.create_task(every(60.0, self._clean_disk))
-            tg.create_task(_notify_loop(self, stop))
+            tg.create_task(notify_loop(self.status_line, stop))
 
     async def run(self, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:
         from computenode.api.server import ApiServer
@@ -391,8 +393,7 @@ class Node:
             await stop.wait()
             sd_notify("STOPPING=1")
             log.info("node stopping", extra={"node_id": self.node_id})
-            grace = 0.0 if fast.is_set() else self.settings.timeouts.drain_grace
-            await self.compute.drain(grace)
+            await self.compute.drain(self.settings.timeouts.drain_grace, hurry=fast)
             await loops
             # Tell requesters what the drain did; what is not delivered now stays in the store.
             with contextlib.suppress(TimeoutError):
@@ -408,88 +409,8 @@ class Node:
         return 0
 
 
-async def _notify_loop(node: Node, stop: asyncio.Event) -> None:
-    """STATUS= with the running count, and WATCHDOG=1 sent from the event loop itself,
-    so systemd restarts a node whose loop is stuck."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    usec = os.environ.get("WATCHDOG_USEC")
-    interval = min(5.0, int(usec) / 2e6) if usec else 5.0
-    while not stop.is_set():
-        sched = node.compute.scheduler
-        status = f"STATUS=running {len(sched.running)}, queued {len(sched.queued)}"
-        sd_notify(status + ("\nWATCHDOG=1" if usec else ""))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-
-
-def sd_notify(state: str) -> bool:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr[0] == "@":
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-    except OSError:
-        return False
-    return True
-
-
 async def serve(
     settings: Settings, config_path: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> int:
     """`computenode run`: the node until SIGTERM/SIGINT (SIGHUP reloads `config_path`); the exit code."""
     return await Node(settings, config_path, overrides).run()
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    accepted: bool
-    verdicts: list[Any]
-    usage: ResourceUsageData
-    shards: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "Accepted": self.accepted,
-            "Shards": self.shards,
-            "Usage": self.usage.to_wire(),
-            "Verdicts": [{"Name": v.name, "OK": v.ok, "Reason": v.reason} for v in self.verdicts],
-        }
-
-
-async def check_job(settings: Settings, job: Job) -> CheckReport:
-    """`computenode check`: what this node would answer, as a dry run that stores nothing."""
-    from computenode.bidding import Bidder, Verdict
-    from computenode.capacity.fingerprint import node_limits
-
-    node_id = settings.node.id or "dry-run"
-    backends = build_backends(settings, node_id, "http://127.0.0.1")
-    health = Health(dependency_checks(backends),
-                    settings.node.data_dir if settings.node.data_dir.exists() else Path("/"),
-                    settings.retention.min_free_disk)  # fmt: skip
-    async with httpx.AsyncClient() as http:
-        try:
-            await health.refresh()
-            default_publisher = Publisher(settings.publishers.default)
-
-            async def installed(spec: Spec) -> list[str]:
-                return missing_parts(spec, backends, health, default_publisher)
-
-            limits = node_limits(settings.capacity, health.data_dir)
-            bidder = Bidder(node_id, settings.job_selection, settings.timeouts, limits,
-                            lambda: dict(settings.node.labels), installed, backends.storage, http)  # fmt: skip
-            job = with_identity(job)
-            verdicts = list(await bidder.evaluate(job))
-            usage = await bidder.usage(job)
-            shards, shard_reason = await sharding_plan.count(job, backends.storage)
-            verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
-            fits = usage.exceeding(limits.total)
-            verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
-        finally:
-            await backends.close()
-    return CheckReport(all(v.ok for v in verdicts), verdicts, usage, shards)

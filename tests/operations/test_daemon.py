@@ -180,3 +180,17 @@ def test_logs_follow_streams_a_running_job(daemon) -> None:
     assert len(chunks) > 1  # streamed as it ran, not in one piece at the end
 
 
+
+
+def test_second_sigterm_skips_the_grace(daemon) -> None:
+    d = daemon(engines={"noop": {"enabled": True, "delay": "120s"}}, timeouts={"drain_grace": "120s"})
+    d.start()
+    job_id = d.post("/api/v1/jobs", noop_job()).json()["JobID"]
+    d.wait_for(f"/api/v1/jobs/{job_id}", lambda j: j["Shards"] and j["Shards"][0]["State"] == "Running")
+    d.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert d.proc is not None and d.proc.poll() is None  # draining: the job has 120 s
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout_s=20) == 0
+    d.start()
+    assert d.get(f"/api/v1/jobs/{job_id}").json()["State"] == "Cancelled"

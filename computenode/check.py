@@ -1,0 +1,65 @@
+"""`computenode check`: what this node would answer to a job, as a dry run that stores nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from computenode import shards as shard_plan
+from computenode.compute import with_identity
+from computenode.config import Settings
+from computenode.health import Health
+from computenode.model import Job, Publisher, ResourceUsageData, Spec
+from computenode.node import build_backends, dependency_checks, missing_parts
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    accepted: bool
+    verdicts: list[Any]
+    usage: ResourceUsageData
+    shards: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "Accepted": self.accepted,
+            "Shards": self.shards,
+            "Usage": self.usage.to_wire(),
+            "Verdicts": [{"Name": v.name, "OK": v.ok, "Reason": v.reason} for v in self.verdicts],
+        }
+
+
+async def check_job(settings: Settings, job: Job) -> CheckReport:
+    """`computenode check`: what this node would answer, as a dry run that stores nothing."""
+    from computenode.bidding import Bidder, Verdict
+    from computenode.capacity.fingerprint import node_limits
+
+    node_id = settings.node.id or "dry-run"
+    backends = build_backends(settings, node_id, "http://127.0.0.1")
+    health = Health(dependency_checks(backends),
+                    settings.node.data_dir if settings.node.data_dir.exists() else Path("/"),
+                    settings.retention.min_free_disk)  # fmt: skip
+    async with httpx.AsyncClient() as http:
+        try:
+            await health.refresh()
+            default_publisher = Publisher(settings.publishers.default)
+
+            async def installed(spec: Spec) -> list[str]:
+                return missing_parts(spec, backends, health, default_publisher)
+
+            limits = node_limits(settings.capacity, health.data_dir)
+            bidder = Bidder(node_id, settings.job_selection, settings.timeouts, limits,
+                            lambda: dict(settings.node.labels), installed, backends.storage, http)  # fmt: skip
+            job = with_identity(job)
+            verdicts = list(await bidder.evaluate(job))
+            usage = await bidder.usage(job)
+            shards, shard_reason = await shard_plan.count(job, backends.storage)
+            verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
+            fits = usage.exceeding(limits.total)
+            verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
+        finally:
+            await backends.close()
+    return CheckReport(all(v.ok for v in verdicts), verdicts, usage, shards)
