@@ -57,12 +57,12 @@ def shard_state(node_id: str, ex: Execution) -> dict[str, Any]:
 
 def job_state(executions: list[Execution], cancelled: bool) -> JobState:
     """The whole job's state as Bacalhau's requester reports it."""
+    if any(not ex.state.is_terminal for ex in executions):
+        return JobState.IN_PROGRESS  # counts every copy and attempt, not only each shard's latest
     shards = latest_per_shard(executions)
     if not shards:
         return JobState.CANCELLED if cancelled else JobState.NEW
     states = [ex.state for ex in shards.values()]
-    if any(not s.is_terminal for s in states):
-        return JobState.IN_PROGRESS
     if cancelled or all(s is S.CANCELLED for s in states):
         return JobState.CANCELLED
     done = sum(s is S.COMPLETED for s in states)

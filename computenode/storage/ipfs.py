@@ -12,31 +12,32 @@ bounds the whole run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from computenode.config import IPFSConfig
 from computenode.errors import InputUnavailable
 from computenode.executors.base import InputVolume
 from computenode.model import StorageSource, StorageSpec
-from computenode.storage.ipfs_client import KuboClient, KuboError, read_batches, stream_to_file
-from computenode.storage.safe_tar import UnsafeArchive, extract_chunks
+from computenode.storage.ipfs_client import KuboClient, KuboError, stream_to_file
+from computenode.storage.safe_tar import UnsafeArchive, check_member
 
 log = logging.getLogger(__name__)
 
 _CID = re.compile(r"^[A-Za-z0-9]{10,200}$")
 _PARTIAL = ".partial-"
 _EVICTING = ".evicting-"
-_NO_CAP = 1 << 62  # the DAG size was known before the fetch; disk capacity is checked at bid
-_QUICK_S = 30.0
-_DIR_TYPES = (1, 5)  # UnixFS Directory, HAMTShard
-_FILE_TYPE = 2  # bound on the bid-time calls (locality, size)
+_QUICK_S = 30.0  # bound on the bid-time calls (locality, size)
+_DIR_TYPES, _FILE_TYPE, _SYMLINK_TYPE = (1, 5), 2, 4  # kubo's `ls` Type (5: a HAMT shard)
+_PARALLEL_CATS = 4  # files of a directory fetched at once
 
 
 class IPFSStorage:
@@ -136,13 +137,11 @@ class IPFSStorage:
             async with asyncio.timeout(self.cfg.fetch_timeout) as deadline:
                 st = await self.kubo.stat(cid)
                 # kubo reports a mid-stream failure only in an HTTP trailer aiohttp does not
-                # expose: a file's byte count is checked against X-Content-Length and a
-                # directory's tree against kubo's listing (cheaper than `refs` over every block).
+                # expose: every file's byte count is checked against kubo's own size.
                 if st.get("Type") == "file":
                     await self._fetch_file(cid, tmp / cid, deadline)
                 elif st.get("Type") == "directory":
-                    await self._fetch_dir(cid, tmp, deadline)
-                    await self._verify_tree(cid, tmp / cid)
+                    await self._fetch_dir(cid, tmp / cid, deadline)
                 else:
                     raise InputUnavailable(f"IPFS CID {cid} is neither a UnixFS file nor a directory")
             os.rename(tmp / cid, entry)
@@ -151,45 +150,64 @@ class IPFSStorage:
             raise InputUnavailable(_stalled(cid, self.cfg.fetch_timeout)) from None
         except KuboError as exc:
             raise InputUnavailable(f"IPFS CID {cid} could not be fetched: {exc.message}") from exc
-        except (UnsafeArchive, tarfile.TarError) as exc:
+        except UnsafeArchive as exc:
             raise InputUnavailable(f"IPFS CID {cid} cannot be used as an input: {exc}") from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
-    async def _fetch_file(self, cid: str, dest: Path, deadline: asyncio.Timeout) -> None:
+    async def _fetch_file(
+        self, cid: str, dest: Path, deadline: asyncio.Timeout, size: int | None = None
+    ) -> None:
+        """`cat` streamed to a new file; any bytes received push the stall deadline forward."""
         loop = asyncio.get_running_loop()
         async with self.kubo.stream("cat", arg=cid) as resp:
-            expected = resp.headers.get("X-Content-Length")
+            header = resp.headers.get("X-Content-Length", "")
             received = await stream_to_file(
-                resp, dest, lambda _: deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
+                resp,
+                dest,
+                lambda _: deadline.reschedule(loop.time() + self.cfg.fetch_timeout),
+                exclusive=True,
             )
-        if expected is not None and expected.isdigit() and int(expected) != received:
-            raise InputUnavailable(f"IPFS CID {cid}: got {received} of {expected} bytes from kubo")
+        for expected in (size, int(header) if header.isdigit() else None):
+            if expected is not None and expected != received:
+                raise InputUnavailable(f"IPFS CID {cid}: got {received} of {expected} bytes from kubo")
 
-    async def _fetch_dir(self, cid: str, tmp: Path, deadline: asyncio.Timeout) -> None:
-        loop = asyncio.get_running_loop()
-        async with self.kubo.stream("get", arg=cid) as resp:
+    async def _fetch_dir(self, cid: str, root: Path, deadline: asyncio.Timeout) -> None:
+        """The tree as kubo lists it: directories made, files fetched with `cat`, symlinks last.
 
-            async def chunks() -> AsyncIterator[bytes]:
-                async for batch in read_batches(resp):
-                    deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
-                    yield b"".join(batch)
+        A few files at a time: one `cat` leaves kubo and the disk idle between
+        reads, and `get`'s tar cost a thread hop and Python's tarfile per byte.
+        Symlinks are made after every file, so no write can go through one.
+        """
+        tree = _Tree()
+        await self._list_dir(cid, root, "", tree, deadline)
+        jobs = [
+            functools.partial(self._fetch_file, file_cid, path, deadline, size)
+            for path, file_cid, size in tree.files
+        ]
+        await _run_bounded(jobs, _PARALLEL_CATS)
+        await asyncio.to_thread(_make_symlinks, root, tree.symlinks)
 
-            await extract_chunks(chunks(), tmp, max_bytes=_NO_CAP, mode="r|")
-        if not (tmp / cid).is_dir():
-            raise InputUnavailable(f"IPFS CID {cid}: kubo's archive did not hold the directory")
-
-    async def _verify_tree(self, cid: str, path: Path) -> None:
-        """Every entry kubo lists is on disk, each file with its full size."""
+    async def _list_dir(self, cid: str, dest: Path, rel: str, tree: _Tree, deadline: asyncio.Timeout) -> None:
+        dest.mkdir(mode=0o755)
         links = await self.kubo.ls(cid)
-        if {str(link["Name"]) for link in links} != set(os.listdir(path)):
-            raise InputUnavailable(f"IPFS CID {cid} was not fetched completely")
+        # One listing is one answer: kubo sends it whole once every child's type is resolved.
+        deadline.reschedule(asyncio.get_running_loop().time() + self.cfg.fetch_timeout)
+        seen: set[str] = set()
         for link in links:
-            entry = path / str(link["Name"])
-            if link.get("Type") in _DIR_TYPES:
-                await self._verify_tree(str(link["Hash"]), entry)
-            elif link.get("Type") == _FILE_TYPE and entry.stat().st_size != int(link.get("Size", -1)):
-                raise InputUnavailable(f"IPFS CID {cid}: {link['Name']} was not fetched completely")
+            name = _checked_name(rel, link.get("Name"), seen)
+            path, path_rel = dest / name, f"{rel}{name}"
+            kind = link.get("Type")
+            if kind in _DIR_TYPES:
+                await self._list_dir(str(link["Hash"]), path, f"{path_rel}/", tree, deadline)
+            elif kind == _FILE_TYPE:
+                tree.files.append((path, str(link["Hash"]), int(link["Size"])))
+            elif kind == _SYMLINK_TYPE:
+                target = str(link.get("Target") or "")
+                check_member(_symlink_info(path_rel, target))
+                tree.symlinks.append((path, target))
+            else:
+                raise UnsafeArchive(f"{path_rel!r} is neither a file, a directory nor a symlink")
 
     async def _sweep(self) -> None:
         """Once per process: drop partial fetches and evictions a crash left behind."""
@@ -221,6 +239,60 @@ class IPFSStorage:
             total -= size
             log.info("ipfs cache evicted", extra={"cid": cid, "bytes": size})
             await asyncio.to_thread(_remove, doomed)
+
+
+@dataclass(slots=True)
+class _Tree:
+    """What a directory listing asks for: files to fetch (path, CID, bytes) and symlinks to make."""
+
+    files: list[tuple[Path, str, int]] = field(default_factory=list)
+    symlinks: list[tuple[Path, str]] = field(default_factory=list)
+
+
+async def _run_bounded(jobs: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run the jobs, at most `limit` at once; the first failure cancels the rest and is raised."""
+    pending = iter(jobs)
+
+    async def worker() -> None:
+        for job in pending:
+            await job()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(limit, len(jobs))):
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]  # one reason for the user; the others were cancelled
+        raise first from first.__cause__
+
+
+def _checked_name(rel: str, name: object, seen: set[str]) -> str:
+    """A link name that stays one new path component (a DAG can hold any bytes there)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise UnsafeArchive(f"directory {rel or './'!r} holds an entry named {name!r}")
+    if name in seen:  # two entries, one path: a file could be written through a symlink
+        raise UnsafeArchive(f"directory {rel or './'!r} holds {name!r} twice")
+    seen.add(name)
+    return name
+
+
+def _symlink_info(name: str, target: str) -> tarfile.TarInfo:
+    # Described as a tar member, so the inline tar.gz rules (safe_tar) judge it too.
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def _make_symlinks(root: Path, symlinks: list[tuple[Path, str]]) -> None:
+    """Make the links, then check each against the real tree: a chain of links can't leave it."""
+    for path, target in symlinks:
+        os.symlink(target, path)
+    top = os.path.realpath(root)
+    for path, target in symlinks:
+        real = os.path.realpath(path)
+        if real != top and not real.startswith(top + os.sep):
+            rel = path.relative_to(root)
+            raise UnsafeArchive(f"link {str(rel)!r} points outside the directory ({target!r})")
 
 
 def _checked_cid(spec: StorageSpec) -> str:

@@ -81,7 +81,9 @@ class KuboClient:
             async with asyncio.timeout(self.CHECK_TIMEOUT_S):
                 await self.version()
         except (KuboError, TimeoutError) as exc:
-            return f"kubo unreachable at {self.addr}: {exc or f'no answer within {self.CHECK_TIMEOUT_S:.0f} s'}"
+            return (
+                f"kubo unreachable at {self.addr}: {exc or f'no answer within {self.CHECK_TIMEOUT_S:.0f} s'}"
+            )
         return None
 
     async def version(self) -> dict[str, Any]:
@@ -169,17 +171,23 @@ async def read_batches(resp: aiohttp.ClientResponse, size: int = _CHUNK) -> Asyn
 
 
 async def stream_to_file(
-    resp: aiohttp.ClientResponse, dest: Path, on_batch: Callable[[int], None], digest: Any = None
+    resp: aiohttp.ClientResponse,
+    dest: Path,
+    on_batch: Callable[[int], None],
+    digest: Any = None,
+    *,
+    exclusive: bool = False,
 ) -> int:
     """Write the body to dest; the bytes written. Memory stays flat.
 
     Writes (and hashing, when `digest` is given) run in a thread while the next
     batch is read. `on_batch(total)` runs before each write: it may raise to stop
-    (a size cap) or push a deadline forward.
+    (a size cap) or push a deadline forward. `exclusive`: dest must not exist yet
+    (never written through a symlink).
     """
     total = 0
     pending: asyncio.Future[None] | None = None
-    with open(dest, "wb") as f:  # noqa: ASYNC230 - writes go to a thread
+    with open(dest, "xb" if exclusive else "wb") as f:  # noqa: ASYNC230 - writes go to a thread
         try:
             async for batch in read_batches(resp):
                 total += sum(len(p) for p in batch)

@@ -83,3 +83,30 @@ async def test_job_sharded_over_a_kubo_directory(make_node, tmp_path: Path, ipfs
     await get(rn, r.json()["JobID"], tmp_path / "got", ipfs_api)
     counts = [int((tmp_path / f"got/per_shard/{i}/outputs/n").read_text()) for i in range(3)]
     assert counts == [1 + 2, 3 + 4, 5 + 6]
+
+
+def deterministic_job(command: str, concurrency: int, confidence: int) -> dict:
+    return {"Spec": {"Engine": "Docker", "Verifier": "Deterministic", "Publisher": "Local",
+                     "Docker": {"Image": BUSYBOX, "Entrypoint": ["sh", "-c", command]},
+                     "outputs": [{"Name": "outputs", "path": "/outputs"}],
+                     "Deal": {"Concurrency": concurrency, "Confidence": confidence}}}  # fmt: skip
+
+
+async def test_deterministic_verification_accepts_agreeing_results(make_node, docker_host: str) -> None:
+    rn: RunningNode = await make_node(engines={"docker": {"enabled": True, "host": docker_host}})
+    r = await rn.http.post("/api/v1/jobs", json=deterministic_job("echo same > /outputs/r", 3, 2))
+    assert r.status_code == 201, r.text
+    job_id = r.json()["JobID"]
+    assert (await rn.wait_job(job_id, timeout_s=120))["State"] == "Completed"
+    executions = (await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]
+    assert sorted(e["State"] for e in executions) == ["Completed"] * 3
+
+
+async def test_deterministic_verification_rejects_disagreeing_results(make_node, docker_host: str) -> None:
+    rn: RunningNode = await make_node(engines={"docker": {"enabled": True, "host": docker_host}})
+    command = "head -c 16 /dev/urandom > /outputs/r"
+    job_id = (await rn.http.post("/api/v1/jobs", json=deterministic_job(command, 2, 2))).json()["JobID"]
+    assert (await rn.wait_job(job_id, timeout_s=120))["State"] == "Error"
+    executions = (await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]
+    assert [e["State"] for e in executions] == ["Failed", "Failed"]
+    assert all("differs" in e["Comment"] for e in executions)

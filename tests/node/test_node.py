@@ -188,3 +188,28 @@ async def test_owned_job_does_not_retry_its_own_failure(make_node) -> None:
     job_id = (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).json()["JobID"]
     assert (await rn.wait_job(job_id))["State"] == "Error"
     assert len((await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]) == 1
+
+
+async def test_work_dirs_are_removed_after_publishing_and_kept_for_failures_when_asked(make_node) -> None:
+    rn: RunningNode = await make_node()
+    job_id = (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).json()["JobID"]
+    shard = (await rn.wait_job(job_id))["Shards"][0]
+    work = rn.node.data_dir / "executions" / shard["ExecutionId"]
+    async with asyncio.timeout(10):  # removed right after Completed is stored
+        while work.exists():
+            await asyncio.sleep(0.02)
+
+    keeper: RunningNode = await make_node(node={"id": "n-keep", "data_dir": str(rn.node.data_dir.parent / "keep")},
+                                          engines={"noop": {"enabled": True, "error": "boom"}},
+                                          retention={"keep_failed_for": "1h", "min_free_disk": "1Mi"})  # fmt: skip
+    job_id = (await keeper.http.post("/api/v1/jobs", json=NOOP_JOB)).json()["JobID"]
+    shard = (await keeper.wait_job(job_id))["Shards"][0]
+    assert (keeper.node.data_dir / "executions" / shard["ExecutionId"] / "results" / "stdout").exists()
+
+
+async def test_low_disk_stops_bidding_and_shows_in_readyz(make_node) -> None:
+    rn: RunningNode = await make_node(retention={"min_free_disk": "1Pi"})
+    ready = await rn.http.get("/readyz")
+    assert ready.status_code == 503 and "below the threshold" in ready.json()["checks"]["disk"]["reason"]
+    r = await rn.http.post("/api/v1/jobs", json=NOOP_JOB)
+    assert r.status_code == 409 and any("disk" in reason for reason in r.json()["reasons"])
