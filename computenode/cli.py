@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from computenode.check import CheckReport
 
 OK, FAILED, INVALID = 0, 1, 2
+STATUS_EXECUTIONS = 10
 
 
 def version() -> str:
@@ -218,8 +219,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.node()
         code, ready = client.readyz()
+        recent = client.executions()[:STATUS_EXECUTIONS]
     if args.json:
-        _dump({"Node": info, "Ready": ready})
+        _dump({"Node": info, "Ready": ready, "Executions": recent})
         return OK if code == 200 else FAILED
     cap = info.get("Capacity") or {}
     print(f"node {info.get('ID')} (computenode {info.get('Version')}) at {args.node}: {ready.get('status', code)}")
@@ -230,6 +232,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {name.lower()}: {_wire_usage(cap[name])}")
     for name, check in sorted((ready.get("checks") or {}).items()):
         print(f"  {name}: {'ok' if check.get('ok') else check.get('reason', 'down')}")
+    print(f"executions (newest {STATUS_EXECUTIONS}):" if recent else "executions: none")
+    for ex in recent:
+        print(f"  {ex['ExecutionID']}  job {ex['JobID']} shard {ex['ShardIndex']}  {ex['State']}  {ex.get('Comment', '')}")
     return OK if code == 200 else FAILED
 
 

@@ -138,6 +138,10 @@ class NodeClient:
     def node(self) -> dict[str, Any]:
         return self._json("GET", "/api/v1/node")
 
+    def executions(self, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else {}
+        return list(self._json("GET", "/api/v1/executions", params=params).get("Executions") or [])
+
     def readyz(self) -> tuple[int, dict[str, Any]]:
         """The readiness status code (200 or 503) and its body."""
         resp = self._request("GET", "/readyz")

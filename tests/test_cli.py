@@ -329,8 +329,9 @@ def test_get_unknown_job(node_url: str, tmp_path: Path) -> None:
 def test_status(node_url: str) -> None:
     done = client("status", url=node_url)
     assert done.returncode in (0, 1) and "engines:" in done.stdout and "Wasm" in done.stdout
+    assert "executions" in done.stdout
     as_json = json.loads(client("status", "--json", url=node_url).stdout)
-    assert as_json["Node"]["ID"] and "checks" in as_json["Ready"]
+    assert as_json["Node"]["ID"] and "checks" in as_json["Ready"] and isinstance(as_json["Executions"], list)
 
 
 def test_drain_and_undrain(node_url: str) -> None:
