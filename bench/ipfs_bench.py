@@ -1,11 +1,12 @@
 """IPFS fetch: IPFSStorage.prepare against `ipfs get`, same CID, same kubo (throughput ratio).
 
-    .venv/bin/python bench/ipfs_bench.py [--size-mib 1024] [--runs 3]
+    .venv/bin/python bench/ipfs_bench.py [--size-mib 1024] [--runs 3] [--case file|directory]
 
 Needs the test bed's kubo (scripts/testbed.sh up; COMPUTENODE_TEST_IPFS_API,
 IPFS_PATH). Two cases: one large file (ours: `cat` streamed to disk) and a
-directory of 64 files (ours: `get` tar extracted as it streams). Each run
-starts from an empty cache. Goal: ours >= 0.9 of `ipfs get`.
+directory of 64 files (ours: `ls`, then `cat` of a few files at once). Each
+run starts from an empty cache; the two tools alternate. Goal: ours >= 0.9 of
+`ipfs get`.
 """
 
 from __future__ import annotations
@@ -38,18 +39,22 @@ def add(path: Path) -> str:
     return out.stdout.decode().strip()
 
 
-def make_inputs(tmp: Path, size: int) -> dict[str, str]:
-    single = tmp / "single.bin"
-    with open(single, "wb") as f:
-        for _ in range(size >> 20):
-            f.write(os.urandom(1 << 20))  # random: kubo dedups identical blocks
-    folder = tmp / "folder"
-    folder.mkdir()
-    for i in range(64):
-        (folder / f"{i:02d}.bin").write_bytes(os.urandom(size // 64))
-    cids = {"file": add(single), "directory": add(folder)}
-    single.unlink()
-    shutil.rmtree(folder)
+def make_inputs(tmp: Path, size: int, cases: list[str]) -> dict[str, str]:
+    cids = {}
+    if "file" in cases:
+        single = tmp / "single.bin"
+        with open(single, "wb") as f:
+            for _ in range(size >> 20):
+                f.write(os.urandom(1 << 20))  # random: kubo dedups identical blocks
+        cids["file"] = add(single)
+        single.unlink()
+    if "directory" in cases:
+        folder = tmp / "folder"
+        folder.mkdir()
+        for i in range(64):
+            (folder / f"{i:02d}.bin").write_bytes(os.urandom(size // 64))
+        cids["directory"] = add(folder)
+        shutil.rmtree(folder)
     return cids
 
 
@@ -74,10 +79,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--case", choices=["file", "directory"], action="append", help="default: both")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as t:
         tmp = Path(t)
-        cids = make_inputs(tmp, args.size_mib << 20)
+        cids = make_inputs(tmp, args.size_mib << 20, args.case or ["file", "directory"])
         for case, cid in cids.items():
             times: dict[str, list[float]] = {"ipfs get": [], "computenode": []}
             for _ in range(args.runs):

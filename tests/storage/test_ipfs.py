@@ -132,6 +132,46 @@ async def test_symlink_out_of_the_dag_is_refused(
     assert not [p for p in storage.cache_dir.iterdir()]
 
 
+async def test_nested_tree_with_links_and_empty_entries(
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+) -> None:
+    (tree / "sub" / "deeper" / "empty-dir").mkdir(parents=True)
+    (tree / "sub" / "deeper" / "empty.txt").write_bytes(b"")
+    (tree / "sub" / "deeper" / "blob").write_bytes(blob := os.urandom(700_000))  # several blocks
+    (tree / "sub" / "to-a").symlink_to("../a.txt")
+    (tree / "to-sub").symlink_to("sub")
+    cid = ipfs_add(tree)
+    vol = await storage.prepare(ipfs_spec(cid), tree.parent)
+    root = vol.host_path
+    assert (root / "sub" / "deeper" / "blob").read_bytes() == blob
+    assert (root / "sub" / "deeper" / "empty.txt").read_bytes() == b""
+    assert (root / "sub" / "deeper" / "empty-dir").is_dir()
+    assert (
+        os.readlink(root / "sub" / "to-a") == "../a.txt" and (root / "sub" / "to-a").read_text() == "alpha\n"
+    )
+    assert os.readlink(root / "to-sub") == "sub" and (root / "to-sub" / "b.txt").read_text() == "beta\n"
+    await storage.cleanup(vol)
+
+
+@pytest.mark.parametrize(
+    ("links", "message"),
+    [
+        ({"sub/up": "../../outside"}, "points outside the archive"),
+        # Each link alone stays inside; followed one after the other they leave the tree.
+        ({"hop": "sub", "sub/back": "..", "escape": "hop/back/.."}, "points outside the directory"),
+    ],
+)
+async def test_symlink_leaving_the_tree_is_refused(
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str], links: dict[str, str], message: str
+) -> None:
+    for name, target in links.items():
+        (tree / name).symlink_to(target)
+    cid = ipfs_add(tree)
+    with pytest.raises(InputUnavailable, match=message):
+        await storage.prepare(ipfs_spec(cid), tree.parent)
+    assert not list(storage.cache_dir.iterdir())
+
+
 async def test_lru_eviction_spares_entries_in_use(
     ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., str]
 ) -> None:
