@@ -37,7 +37,7 @@ _PARTIAL = ".partial-"
 _EVICTING = ".evicting-"
 _QUICK_S = 30.0  # bound on the bid-time calls (locality, size)
 _DIR_TYPES, _FILE_TYPE, _SYMLINK_TYPE = (1, 5), 2, 4  # kubo's `ls` Type (5: a HAMT shard)
-_PARALLEL_CATS = 4  # files of a directory fetched at once
+_PARALLEL_CATS = 8  # files fetched at once: 2 MiB of buffers each; 4 was ~10% slower, 16 ~8% faster
 
 
 class IPFSStorage:

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -187,13 +187,13 @@ async def stream_to_file(
     """
     total = 0
     pending: asyncio.Future[None] | None = None
-    with open(dest, "xb" if exclusive else "wb") as f:  # noqa: ASYNC230 - writes go to a thread
+    with await _open(dest, "xb" if exclusive else "wb") as f:
         try:
             async for batch in read_batches(resp):
                 total += sum(len(p) for p in batch)
                 on_batch(total)
                 if pending is not None:
-                    await pending
+                    await asyncio.shield(pending)  # on cancel, the finally below waits for the thread
                 pending = asyncio.ensure_future(asyncio.to_thread(_write_batch, f, batch, digest))
         finally:
             if pending is not None:
@@ -201,6 +201,22 @@ async def stream_to_file(
         if pending is not None:
             pending.result()
     return total
+
+
+async def _open(dest: Path, mode: str) -> IO[Any]:
+    """open() in a thread: creating a file took ~1 ms here, which stalled the loop
+    for seconds over a directory of small files. On cancel it is closed once open returns."""
+    opening = asyncio.ensure_future(asyncio.to_thread(open, dest, mode))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[IO[Any]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _write_batch(f: Any, batch: list[bytes], digest: Any) -> None:
