@@ -204,6 +204,8 @@ class IPFSStorage:
                 tree.files.append((path, str(link["Hash"]), int(link["Size"])))
             elif kind == _SYMLINK_TYPE:
                 target = str(link.get("Target") or "")
+                if not target or "\0" in target:
+                    raise UnsafeArchive(f"link {path_rel!r} has no usable target ({target!r})")
                 check_member(_symlink_info(path_rel, target))
                 tree.symlinks.append((path, target))
             else:
