@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -161,3 +163,65 @@ def not_running_message(service: str, where: str, reason: str) -> str:
         f"Start the test bed with:  {START_HINT}\n"
         f"(see `scripts/testbed.sh status`; logs in {TESTBED_DIR})"
     )
+
+
+class PrivateKubo:
+    """A kubo of one test's own, which the test may stop and start again.
+
+    It runs online (not --offline, where a missing block fails at once: here bitswap
+    waits for a peer that never comes, as on a real network) yet reaches no one but
+    loopback: no bootstrap peers, no MDNS, no routing, no NAT port mapping, no relay,
+    swarm on 127.0.0.1 only.
+    """
+
+    def __init__(self, ipfs_bin: str, root: Path) -> None:
+        self.bin, self.root = ipfs_bin, root  # root: short, kubo's repo holds unix sockets
+        self.env = {"IPFS_PATH": str(root / "repo"), "PATH": "/usr/bin:/bin", "HOME": str(root)}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.api = f"/ip4/127.0.0.1/tcp/{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([self.bin, *args], env=self.env, check=True, capture_output=True, timeout=60)
+        return out.stdout.decode().strip()
+
+    def _init(self) -> None:
+        self.cli("init", "--profile", "test")
+        for key, value in (
+            ("Addresses.API", f'"{self.api}"'),
+            ("Addresses.Gateway", "[]"),
+            ("Addresses.Swarm", '["/ip4/127.0.0.1/tcp/0"]'),
+            ("Bootstrap", "[]"),
+            ("Discovery.MDNS.Enabled", "false"),
+            ("Routing.Type", '"none"'),
+            ("Swarm.DisableNatPortMap", "true"),
+            ("Swarm.RelayClient.Enabled", "false"),
+            ("Swarm.Transports.Network.Relay", "false"),
+            ("AutoNAT.ServiceMode", '"disabled"'),
+        ):
+            self.cli("config", "--json", key, value)
+
+    def start(self) -> None:
+        """Start the daemon; the repo is made on the first start and reused after."""
+        if not (self.root / "repo").exists():
+            self._init()
+        with open(self.root / "kubo.log", "ab") as log:
+            self.proc = subprocess.Popen([self.bin, "daemon"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if probe_ipfs(self.api) is None:
+                return
+            time.sleep(0.2)
+        raise AssertionError("private kubo did not start: " + (self.root / "kubo.log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)

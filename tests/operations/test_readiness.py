@@ -9,10 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.operations.daemon import Daemon, free_port
+from tests.operations.daemon import Daemon
+from tests.services import PrivateKubo
 
 
 class PrivateDockerd:
@@ -35,41 +35,6 @@ class PrivateDockerd:
                 return
             time.sleep(0.2)
         raise AssertionError("private dockerd did not start: " + (self.root / "dockerd.log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
-class PrivateKubo:
-    def __init__(self, ipfs_bin: str, root: Path) -> None:
-        self.bin, self.root = ipfs_bin, root
-        self.port = free_port()
-        self.env = {"IPFS_PATH": str(root / "repo"), "PATH": "/usr/bin:/bin"}
-        subprocess.run([self.bin, "init", "--profile", "test"], env=self.env, check=True, capture_output=True)
-        for key, value in (("Addresses.API", f"/ip4/127.0.0.1/tcp/{self.port}"), ("Addresses.Gateway", "")):
-            subprocess.run([self.bin, "config", key, value], env=self.env, check=True, capture_output=True)
-        subprocess.run([self.bin, "config", "--json", "Addresses.Swarm", "[]"], env=self.env, check=True,
-                       capture_output=True)  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def api(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}"
-
-    def start(self) -> None:
-        log = open(self.root / "kubo.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([self.bin, "daemon", "--offline"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.post(f"http://127.0.0.1:{self.port}/api/v0/version", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("private kubo did not start: " + (self.root / "kubo.log").read_text()[-2000:])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -14,14 +14,14 @@ from computenode.config import IPFSConfig
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSpec
 from computenode.storage.ipfs import IPFSStorage
-from tests.storage.conftest import OnlineKubo
+from tests.services import PrivateKubo
 
 STALL_S = 2.0
 BOUND_S = STALL_S + 8  # a bound on a hang, not a measurement
 
 
 @pytest_asyncio.fixture
-async def storage(online_kubo: OnlineKubo, tmp_path: Path) -> AsyncIterator[IPFSStorage]:
+async def storage(online_kubo: PrivateKubo, tmp_path: Path) -> AsyncIterator[IPFSStorage]:
     s = IPFSStorage(IPFSConfig(api=online_kubo.api, fetch_timeout=STALL_S), tmp_path / "cache")
     yield s
     await s.close()
@@ -32,7 +32,7 @@ def spec(cid: str) -> StorageSpec:
 
 
 async def test_missing_cid_fails_after_the_stall_timeout(
-    storage: IPFSStorage, online_kubo: OnlineKubo, tmp_path: Path
+    storage: IPFSStorage, online_kubo: PrivateKubo, tmp_path: Path
 ) -> None:
     f = tmp_path / "never-added"
     f.write_bytes(os.urandom(256))
@@ -52,7 +52,7 @@ async def test_missing_cid_fails_after_the_stall_timeout(
 
 
 async def test_directory_stalling_mid_file_fails_and_leaves_nothing(
-    storage: IPFSStorage, online_kubo: OnlineKubo, tmp_path: Path
+    storage: IPFSStorage, online_kubo: PrivateKubo, tmp_path: Path
 ) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
