@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from computenode.errors import SpecError
-from computenode.model import Locality, ResourceUsageConfig, ResourceUsageData
+from computenode.model import Locality, ResourceUsageConfig
 from computenode.model.parse import spec_error
 from computenode.model.quantity import parse_bytes
 
@@ -268,8 +268,3 @@ def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | No
         raise spec_error(exc) from None
     finally:
         _FILE_DATA.reset(token)
-
-
-def usage(q: ResourceUsageConfig) -> ResourceUsageData:
-    """Numbers from config quantities (unset fields 0)."""
-    return q.to_usage()

@@ -206,7 +206,6 @@ class Node:
         self.compute: Compute
         self.bidder: Any
         self.limits: Any
-        self.stop_event: asyncio.Event | None = None  # created in run(): constructors never touch the loop
         self.api_address: tuple[str, int] | None = None
         self.ready = False  # start() finished: the API serves everything
         self.metrics = Metrics()
@@ -368,7 +367,6 @@ class Node:
         from computenode.api.server import ApiServer
 
         stop = stop or asyncio.Event()
-        self.stop_event = stop
         fast = asyncio.Event()
         loop = asyncio.get_running_loop()
         if handle_signals:
