@@ -105,7 +105,8 @@ class Compute:
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
-        await self._remember(job, owned=False)
+        if not reasons:  # a rejected offer leaves nothing behind
+            await self._remember(job, owned=False)
         out = []
         for index in shard_indexes:
             shard_reasons = list(reasons)
