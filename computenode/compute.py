@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 S = ExecutionState
 ACTIVE_RUN = (S.RUNNING,)
 RESTART_REASON = "node restarted"
+JOB_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class Compute:
         self.keep_failed = keep_failed  # the cleanup loop removes failed dirs after retention.keep_failed_for
         self.draining = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job] = {}  # parsed jobs by ID, a bounded cache of the store's
         self._changed = asyncio.Condition()
 
     def __repr__(self) -> str:
@@ -91,11 +92,16 @@ class Compute:
         job = self._jobs.get(job_id)
         if job is None:
             job = Job.model_validate_json((await self.store.get_job(job_id)).job_json)
-            self._jobs[job_id] = job
+            self._cache(job)
         return job
 
-    async def _remember(self, job: Job, owned: bool, client_id: str = "") -> None:
+    def _cache(self, job: Job) -> None:
         self._jobs[job.id] = job
+        if len(self._jobs) > JOB_CACHE_SIZE:
+            del self._jobs[next(iter(self._jobs))]  # oldest first: a long-lived node must not grow
+
+    async def _remember(self, job: Job, owned: bool, client_id: str = "") -> None:
+        self._cache(job)
         await self.store.put_job(JobRecord(job.id, job.model_dump_json(by_alias=True), owned, client_id))
 
     # -- bids ---------------------------------------------------------------------------------

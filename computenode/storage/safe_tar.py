@@ -1,6 +1,6 @@
 """Extract a tar stream without letting it write outside its destination.
 
-Used for inline `application/gzip` inputs and for kubo's `get` stream. Every
+Used for inline `application/gzip` inputs; the IPFS provider reuses check_member. Every
 member is checked before it is written: no absolute names, no `..`, no links
 that point out of the destination, no devices or FIFOs, and a cap on bytes.
 Python's "data" extraction filter runs too, as a second fence.
@@ -8,15 +8,11 @@ Python's "data" extraction filter runs too, as a second fence.
 
 from __future__ import annotations
 
-import asyncio
-import io
 import os
 import posixpath
-import queue
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 _BUFSIZE = 1 << 20
 
@@ -82,73 +78,3 @@ def _fix_dir_modes(dest: Path) -> None:
             path = os.path.join(root, d)
             if not os.path.islink(path):
                 os.chmod(path, 0o755)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file object a blocking thread reads, fed chunk by chunk from the event loop.
-
-    At most `depth` chunks wait in between, so memory stays flat whatever the size.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 4) -> None:
-        self._loop = loop
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._room = asyncio.Semaphore(depth)
-        self._view = memoryview(b"")
-        self._eof = False
-        self.reader_gone = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not len(self._view) and not self._eof:
-            item = self._queue.get()
-            if item is None:
-                self._eof = True
-            else:
-                self._view = memoryview(item)
-                self._loop.call_soon_threadsafe(self._room.release)
-        n = min(len(buf), len(self._view))
-        buf[:n] = self._view[:n]
-        self._view = self._view[n:]
-        return n
-
-    async def put(self, chunk: bytes) -> bool:
-        """Hand a chunk over; False once the reader has stopped (it never will read more)."""
-        await self._room.acquire()
-        if self.reader_gone:
-            return False
-        self._queue.put(chunk)
-        return True
-
-    def close_writer(self) -> None:
-        self._queue.put(None)
-
-    def _reader_done(self) -> None:
-        self.reader_gone = True
-        self._room.release()  # wake a writer blocked on a full pipe
-
-
-async def extract_chunks(
-    chunks: AsyncIterator[bytes], dest: Path, *, max_bytes: int, mode: str = "r|*"
-) -> int:
-    """extract_stream over an async source (an HTTP body), extracting in a thread as bytes arrive."""
-    loop = asyncio.get_running_loop()
-    reader = _ChunkReader(loop)
-
-    def run() -> int:
-        try:
-            return extract_stream(reader, dest, max_bytes=max_bytes, mode=mode)
-        finally:
-            loop.call_soon_threadsafe(reader._reader_done)
-
-    worker = asyncio.ensure_future(asyncio.to_thread(run))
-    try:
-        async for chunk in chunks:
-            if not await reader.put(chunk):
-                break  # the reader stopped early; its error is raised below
-    finally:
-        reader.close_writer()
-        await asyncio.wait({worker})  # the thread must stop before the caller removes dest
-    return worker.result()

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.node.conftest import deep_merge
+
 REPO = Path(__file__).resolve().parents[2]
 COMPUTENODE = str(Path(sys.executable).parent / "computenode")
 
@@ -22,13 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 class Daemon:
