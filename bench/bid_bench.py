@@ -21,8 +21,9 @@ from pathlib import Path
 from computenode.bidding import Bidder
 from computenode.capacity import node_limits
 from computenode.config import CapacityConfig, JobSelectionConfig, TimeoutsConfig
-from computenode.executors.base import InputVolume
 from computenode.model import Job, Spec, StorageSource, StorageSpec
+from computenode.shards import ShardPlans
+from computenode.volume import InputVolume
 
 
 class DirStorage:
@@ -75,8 +76,17 @@ def jobs() -> dict[str, Job]:
     }
 
 
-async def installed(spec: Spec) -> list[str]:
-    return []
+class Facts:
+    """The node as bidding sees it: fixed labels, every part available, disk fine."""
+
+    def labels(self) -> dict[str, str]:
+        return {"zone": "eu", "tier": "gold"}
+
+    async def unavailable(self, spec: Spec) -> list[str]:
+        return []
+
+    def low_disk(self) -> str | None:
+        return None
 
 
 async def run(
@@ -116,11 +126,16 @@ async def main() -> None:
         root = Path(tmp)
         for i in range(2):
             (root / f"in{i}").write_bytes(b"x" * 1024)
+        storage = {StorageSource.LOCAL_DIRECTORY: DirStorage(root)}
         bidder = Bidder(
-            "bench-node", JobSelectionConfig(locality="local"), TimeoutsConfig(),
-            node_limits(CapacityConfig(), root), lambda: {"zone": "eu", "tier": "gold"}, installed,
-            {StorageSource.LOCAL_DIRECTORY: DirStorage(root)},
-        )  # fmt: skip
+            node_id="bench-node",
+            selection=JobSelectionConfig(locality="local"),
+            timeouts=TimeoutsConfig(),
+            limits=node_limits(CapacityConfig(), root),
+            facts=Facts(),
+            storage=storage,
+            plans=ShardPlans(storage),
+        )
         # Wall-clock figures include time the OS gave to other processes; the CPU figures (CPU time
         # per decision, decisions per CPU-second) are this code's own and compare across machines' loads.
         print(

@@ -73,7 +73,7 @@ async def main(runs: int, image: str, host: str) -> None:
                 ours.append(await time_executor(ex, image, Path(tmp)))
                 cli.append(await time_cli(image))
     finally:
-        await ex.close()
+        await ex.aclose()
     ours_median, cli_median = statistics.median(ours), statistics.median(cli)
     print(f"runs: {runs} each, image {image}")
     print(

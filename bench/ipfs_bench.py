@@ -71,7 +71,7 @@ async def ours(cid: str, dest: Path) -> float:
     start = time.perf_counter()
     await storage.prepare(StorageSpec(cid=cid, path="/in"), dest)
     elapsed = time.perf_counter() - start
-    await storage.close()
+    await storage.aclose()
     return elapsed
 
 

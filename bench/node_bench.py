@@ -52,7 +52,7 @@ async def baseline(job: Job, n: int, root: Path) -> list[float]:
             if i:  # the first run compiles; the node's first job does too, and is dropped the same way
                 out.append(time.perf_counter() - start)
     finally:
-        ex.close()
+        await ex.aclose()
     return out
 
 

@@ -42,7 +42,7 @@ async def main():
     start = time.perf_counter()
     await s.prepare(StorageSpec(url=sys.argv[1], path="/in"), Path(sys.argv[2]))
     print(time.perf_counter() - start)  # the fetch alone, without interpreter start-up and imports
-    await s.close()
+    await s.aclose()
 asyncio.run(main())
 """
 

@@ -109,7 +109,7 @@ async def bench(n: int, module: Path, concurrency: int) -> None:
     t = time.perf_counter()
     await asyncio.gather(*(one(count + 1 + i) for i in range(n)))
     elapsed = time.perf_counter() - t
-    ex.close()
+    await ex.aclose()
 
     print(f"module {module.name} ({len(wasm)} bytes), n={n}, cold samples={cold_n}")
     print(f"bare compile+instantiate+run  p50 {median_ms(bare):7.2f} ms")

@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from computenode import shards as shard_plan
+from computenode.backends import Availability, build_backends
 from computenode.compute import with_identity
 from computenode.config import Settings
 from computenode.health import Health
-from computenode.model import Job, Publisher, ResourceUsageData, Spec
-from computenode.node import build_backends, dependency_checks, missing_parts
+from computenode.model import Job, Publisher, ResourceUsageData
+from computenode.shards import ShardPlans
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +39,32 @@ async def check_job(settings: Settings, job: Job) -> CheckReport:
 
     node_id = settings.node.id or "dry-run"
     backends = build_backends(settings, node_id, "http://127.0.0.1")
-    health = Health(dependency_checks(backends),
-                    settings.node.data_dir if settings.node.data_dir.exists() else Path("/"),
-                    settings.retention.min_free_disk)  # fmt: skip
+    data_dir = settings.node.data_dir if settings.node.data_dir.exists() else Path("/")
+    health = Health(backends.checks(), data_dir, settings.retention.min_free_disk)
     async with httpx.AsyncClient() as http:
         try:
             await health.refresh()
-            default_publisher = Publisher(settings.publishers.default)
-
-            async def installed(spec: Spec) -> list[str]:
-                return missing_parts(spec, backends, health, default_publisher)
-
+            facts = Availability(
+                backends, health, Publisher(settings.publishers.default), settings.node.labels
+            )
             limits = node_limits(settings.capacity, health.data_dir)
-            bidder = Bidder(node_id, settings.job_selection, settings.timeouts, limits,
-                            lambda: dict(settings.node.labels), installed, backends.storage, http)  # fmt: skip
+            bidder = Bidder(
+                node_id=node_id,
+                selection=settings.job_selection,
+                timeouts=settings.timeouts,
+                limits=limits,
+                facts=facts,
+                storage=backends.storage,
+                plans=ShardPlans(backends.storage),
+                http=http,
+            )
             job = with_identity(job)
             verdicts = list(await bidder.evaluate(job))
             usage = await bidder.usage(job)
-            shards, shard_reason = await shard_plan.count(job, backends.storage)
+            shards, shard_reason = await bidder.plans.count(job)
             verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
             fits = usage.exceeding(limits.total)
             verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
         finally:
-            await backends.close()
+            await backends.aclose()
     return CheckReport(all(v.ok for v in verdicts), verdicts, usage, shards)

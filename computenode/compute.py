@@ -11,11 +11,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
 from computenode.errors import ExecutionFailed, Rejected
 from computenode.metrics import Metrics, reason_kind
@@ -45,24 +46,24 @@ class ShardResponse:
                 "Accepted": self.accepted, "Reason": self.reason}  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class BidDecision:
-    reasons: list[str]
-    usage: ResourceUsageData
-    shards: int
+class Decider(Protocol):
+    """Decides offers: the Bidder, or a fake in tests."""
+
+    async def decide(self, job: Job) -> BidDecision: ...
 
 
-Decide = Callable[[Job], Awaitable[BidDecision]]
+StartExecution = Callable[[str, tuple[int, ...]], None]
 
 
 class Compute:
     def __init__(
         self,
+        *,
         node_id: str,
         store: Store,
         runner: Runner,
-        scheduler_factory: Callable[[Callable[[str, tuple[int, ...]], None]], Scheduler],
-        decide: Decide,
+        scheduler_factory: Callable[[StartExecution], Scheduler],
+        bidder: Decider,
         callbacks: CallbackSender,
         bid_expiry_s: float,
         metrics: Metrics | None = None,
@@ -73,7 +74,7 @@ class Compute:
         self.store = store
         self.runner = runner
         self.scheduler = scheduler_factory(self._start)
-        self.decide = decide
+        self.bidder = bidder
         self.callbacks = callbacks
         self.bid_expiry_s = bid_expiry_s
         self.max_retries = max_retries
@@ -86,6 +87,14 @@ class Compute:
 
     def __repr__(self) -> str:
         return f"<Compute node={self.node_id} tasks={len(self.tasks)} {self.scheduler!r} draining={self.draining}>"
+
+    async def aclose(self) -> None:
+        """Cancel what still runs (a stop without a drain: start-up failed, or tests) and wait for it."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- jobs ---------------------------------------------------------------------------------
     async def job(self, job_id: str) -> Job:
@@ -107,7 +116,7 @@ class Compute:
     # -- bids ---------------------------------------------------------------------------------
     async def ask_for_bid(self, job: Job, shard_indexes: list[int], callback_url: str) -> list[ShardResponse]:
         job = with_identity(job)
-        decision = await self.decide(job)
+        decision = await self.bidder.decide(job)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
@@ -264,7 +273,7 @@ class Compute:
         `client_id` is set only for verified submissions (requester API); it owns the job there.
         """
         job = with_identity(job)
-        decision = await self.decide(job)
+        decision = await self.bidder.decide(job)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")

@@ -1,7 +1,7 @@
 """One execution's stages: prepare inputs, run on the engine, propose, publish, clean up.
 
 Storage, executors, verifiers and publishers are seen only through their
-Protocols; node.py hands in the registries it built.
+Protocols, in the registries the node built (backends.py).
 """
 
 from __future__ import annotations
@@ -10,23 +10,21 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from computenode.backends import Backends
 from computenode.errors import ExecutionFailed, InputUnavailable, PublishFailed
-from computenode.executors.base import ExecutionRequest, Executor, InputVolume
+from computenode.executors.base import ExecutionRequest
 from computenode.metrics import Metrics
-from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSource, StorageSpec, Verifier
-from computenode.publishers.base import Publisher as PublisherBackend
-from computenode.storage.base import StorageProvider
+from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSpec, Verifier
+from computenode.shards import ShardPlans
 from computenode.store import Execution
-from computenode.verifiers.base import Verifier as VerifierBackend
+from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
-
-ShardInputs = Callable[[Job, int], Awaitable[list[StorageSpec]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,30 +36,28 @@ class RunOutcome:
 class Runner:
     def __init__(
         self,
+        *,
         node_id: str,
         work_root: Path,
-        executors: Mapping[Engine, Executor],
-        storage: Mapping[StorageSource, StorageProvider],
-        verifiers: Mapping[Verifier, VerifierBackend],
-        publishers: Mapping[Publisher, PublisherBackend],
-        shard_inputs: ShardInputs,
+        backends: Backends,
+        plans: ShardPlans,
         default_publisher: Publisher,
         default_timeout_s: float,
         metrics: Metrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.work_root = work_root
-        self.executors = executors
-        self.storage = storage
-        self.verifiers = verifiers
-        self.publishers = publishers
-        self.shard_inputs = shard_inputs
+        self.executors = backends.executors
+        self.storage = backends.storage
+        self.verifiers = backends.verifiers
+        self.publishers = backends.publishers
+        self.plans = plans
         self.default_publisher = default_publisher
         self.default_timeout_s = default_timeout_s
         self.metrics = metrics or Metrics()
 
     @contextmanager
-    def _timed(self, stage: str):  # type: ignore[no-untyped-def]
+    def _timed(self, stage: str) -> Iterator[None]:
         start = time.monotonic()
         try:
             yield
@@ -89,16 +85,15 @@ class Runner:
         volumes: list[InputVolume] = []
         try:
             with self._timed("input_fetch"):
-                specs = [*await self.shard_inputs(job, ex.shard_index), *spec.contexts]
+                specs = [*await self.plans.inputs(job, ex.shard_index), *spec.contexts]
                 for i, s in enumerate(specs):
                     volumes.append(await self._prepare(s, work / "inputs" / str(i)))
-                entry = imports = None
+                entry: InputVolume | None = None
+                imports: list[InputVolume] = []
                 if spec.engine is Engine.WASM:
                     entry = await self._prepare(spec.wasm.entry_module, work / "modules" / "entry")
-                    imports = tuple(
-                        [await self._prepare(m, work / "modules" / str(i))
-                         for i, m in enumerate(spec.wasm.import_modules)]
-                    )  # fmt: skip
+                    for i, module in enumerate(spec.wasm.import_modules):
+                        imports.append(await self._prepare(module, work / "modules" / str(i)))
             request = ExecutionRequest(
                 execution_id=ex.id,
                 job_id=ex.job_id,
@@ -111,7 +106,7 @@ class Runner:
                 timeout_s=spec.timeout or self.default_timeout_s,
                 gpu_indexes=gpus,
                 entry_module=entry,
-                import_modules=imports or (),
+                import_modules=tuple(imports),
             )
             with self._timed("run"):
                 result = await executor.run(request)
@@ -122,7 +117,9 @@ class Runner:
 
     async def _prepare(self, spec: StorageSpec, dest: Path) -> InputVolume:
         if spec.storage_source is None:
-            raise InputUnavailable(f"input at {spec.path or '(no path)'} names no StorageSource", retryable=False)
+            raise InputUnavailable(
+                f"input at {spec.path or '(no path)'} names no StorageSource", retryable=False
+            )
         provider = self.storage.get(spec.storage_source)
         if provider is None:
             raise InputUnavailable(

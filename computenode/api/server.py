@@ -107,7 +107,7 @@ class ApiServer:
             checks[name] = {"ok": reason is None, **({"reason": reason} if reason else {})}
         draining = node.compute.draining
         checks["draining"] = {"ok": not draining, **({"reason": "node is draining"} if draining else {})}
-        from computenode.node import engine_key
+        from computenode.backends import engine_key
 
         engines_up = [e for e in node.backends.executors if reasons.get(engine_key(e), "unchecked") is None]
         blockers = [n for n in ("store", "disk") if reasons.get(n)]

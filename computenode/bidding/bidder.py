@@ -1,7 +1,9 @@
-"""The Bidder: runs every job-selection strategy on an offer and computes the job's resource usage.
+"""The Bidder: decides an offer. Every job-selection strategy, the job's resource usage and its shards.
 
 Strategies that do I/O (installed check, locality, input sizes, probes) run concurrently and are
 each bounded by probe_timeout. Capacity admission (room now or in the queue) is the scheduler's.
+What bidding needs of the node comes in one object, `NodeFacts`, so this package reads and tests
+on its own.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import Protocol
 
 import httpx
 
@@ -27,15 +31,16 @@ from computenode.model import (
     StorageSource,
     StorageSpec,
 )
+from computenode.shards import ShardPlans
 from computenode.storage.base import StorageProvider
 
 log = logging.getLogger(__name__)
 
 # The order verdicts are returned in (and `computenode check` prints them in).
 STRATEGY_NAMES = (
-    "networking", "stateless", "locality", "node_selectors", "timeout", "job_max", "supported",
-    "installed", "probe_http", "probe_exec",
-)  # fmt: skip
+    *("networking", "stateless", "locality", "node_selectors", "timeout"),
+    *("job_max", "supported", "installed", "probe_http", "probe_exec"),
+)
 _USAGE_CACHE_SIZE = 32  # offers being decided at once; bounds the jobs held (up to 10 MB each)
 
 
@@ -46,32 +51,55 @@ def describe(spec: StorageSpec) -> str:
     return f"{source} {what}".strip() + (f" at {spec.path}" if spec.path else "")
 
 
+class NodeFacts(Protocol):
+    """What bidding needs to know of the node, now (the node builds one; tests write their own)."""
+
+    def labels(self) -> Mapping[str, str]:
+        """The node's labels (they change on reload)."""
+        ...
+
+    async def unavailable(self, spec: Spec) -> list[str]:
+        """Why the spec's engine, storage sources, publisher or verifier cannot be used now."""
+        ...
+
+    def low_disk(self) -> str | None:
+        """Why the node is too low on disk to take work, or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BidDecision:
+    reasons: list[str]  # empty: the node would run it
+    usage: ResourceUsageData  # per copy of a shard
+    shards: int
+
+
 class Bidder:
     """Answers "would this node run this job, and why not" for an offer.
 
-    `labels()` gives the node's labels now; `installed(spec)` gives the reasons the spec's
-    engine, storage sources, publisher or verifier are not available now. The HTTP client is
-    the caller's when given (else one is made on first use and closed by `aclose`).
+    The HTTP client (for probes) is the caller's when given, else one is made on first use
+    and closed by `aclose`.
     """
 
     def __init__(
         self,
+        *,
         node_id: str,
         selection: JobSelectionConfig,
         timeouts: TimeoutsConfig,
         limits: NodeLimits,
-        labels: Callable[[], dict[str, str]],
-        installed: Callable[[Spec], Awaitable[list[str]]],
+        facts: NodeFacts,
         storage: Mapping[StorageSource, StorageProvider],
+        plans: ShardPlans,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.node_id = node_id
         self.selection = selection
         self.timeouts = timeouts
         self.limits = limits
-        self.labels = labels
-        self.installed = installed
+        self.facts = facts
         self.storage = storage
+        self.plans = plans
         self._http = http
         self._own_http: httpx.AsyncClient | None = None
         # One size lookup per job object, shared by evaluate() and usage() called together.
@@ -97,13 +125,25 @@ class Bidder:
             await self._own_http.aclose()
             self._own_http = None
 
+    async def decide(self, job: Job) -> BidDecision:
+        """Every reason not to bid (empty: bid), the usage of one copy of a shard, and the shard count."""
+        verdicts, usage, (shards, shard_reason) = await asyncio.gather(
+            self.evaluate(job), self.usage(job), self.plans.count(job)
+        )
+        reasons = [v.reason for v in verdicts if not v.ok]
+        if shard_reason:
+            reasons.append(shard_reason)
+        if why := self.facts.low_disk():
+            reasons.append(f"node is low on disk: {why}")
+        return BidDecision(reasons, usage, shards)
+
     async def evaluate(self, job: Job) -> list[Verdict]:
         """Every strategy's Verdict, in STRATEGY_NAMES order; never raises for a bad probe or backend."""
         spec, policy = job.spec, self.selection
         now: dict[str, Verdict] = {
             "networking": strategies.networking(spec, policy),
             "stateless": strategies.stateless(spec, policy),
-            "node_selectors": strategies.node_selectors(spec, self.labels()),
+            "node_selectors": strategies.node_selectors(spec, self.facts.labels()),
             "timeout": strategies.timeout(spec, self.timeouts),
             "supported": strategies.supported(spec),
         }
@@ -212,7 +252,7 @@ class Bidder:
     async def _installed(self, spec: Spec) -> Verdict:
         try:
             async with asyncio.timeout(self.selection.probe_timeout):
-                reasons = await self.installed(spec)
+                reasons = await self.facts.unavailable(spec)
         except TimeoutError:
             reasons = [
                 f"could not check engine and storage availability within {self.selection.probe_timeout:g}s"

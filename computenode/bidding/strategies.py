@@ -6,6 +6,7 @@ rejection names the policy key, selector key or resource (with requested and all
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from computenode.config import JobSelectionConfig, TimeoutsConfig
@@ -65,7 +66,7 @@ def stateless(spec: Spec, policy: JobSelectionConfig) -> Verdict:
     return Verdict("stateless", True, f"{len(spec.inputs)} input(s)")
 
 
-def node_selectors(spec: Spec, labels: dict[str, str]) -> Verdict:
+def node_selectors(spec: Spec, labels: Mapping[str, str]) -> Verdict:
     return verdict(
         "node_selectors", unmatched(spec.node_selectors, labels), f"{len(spec.node_selectors)} matched"
     )

@@ -6,23 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from computenode.model import ResourceUsageData, RunCommandResult, Spec, StorageSpec
-
-
-@dataclass(frozen=True, slots=True)
-class InputVolume:
-    """An input (or context, or WASM module) made local by the storage layer.
-
-    `host_path` is mounted read-only at `target` inside the job. For a URL
-    download `host_path` is a directory holding the one downloaded file and
-    `host_file` is that file: Docker shows `<target>/<filename>`, WASM shows
-    the file itself at `target` (Bacalhau v0.3.23).
-    """
-
-    spec: StorageSpec
-    host_path: Path
-    target: str
-    host_file: Path | None = None
+from computenode.model import ResourceUsageData, RunCommandResult, Spec
+from computenode.volume import InputVolume
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +45,10 @@ class Executor(Protocol):
         On cancellation (the task is cancelled) the workload is stopped at once,
         partial output is kept, and CancelledError propagates.
         """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the engine's clients and threads; the node calls it once, at stop."""
         ...
 
 

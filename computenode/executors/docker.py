@@ -55,7 +55,7 @@ class DockerExecutor:
             self._docker = aiodocker.Docker(url=self.cfg.host, timeout=API_TIMEOUT)
         return self._docker
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._docker is not None:
             await self._docker.close()
             self._docker = None

@@ -11,8 +11,9 @@ from typing import Any
 
 from computenode.config import DockerConfig
 from computenode.errors import ExecutionFailed
-from computenode.executors.base import ExecutionRequest, InputVolume
+from computenode.executors.base import ExecutionRequest
 from computenode.model import Network, ResourceUsageData
+from computenode.volume import InputVolume
 
 LABEL = "io.computenode"
 MANAGED = f"{LABEL}.managed"

@@ -15,6 +15,9 @@ class NoopExecutor:
     def __init__(self, cfg: NoopConfig) -> None:
         self.cfg = cfg
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def check(self) -> str | None:
         return None
 

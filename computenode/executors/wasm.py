@@ -39,10 +39,11 @@ from wasmtime import (
 
 from computenode.config import WasmConfig
 from computenode.errors import ExecutionFailed, InvalidModule, JobTimeout, SpecError
-from computenode.executors.base import ExecutionRequest, InputVolume
+from computenode.executors.base import ExecutionRequest
 from computenode.executors.results import STDERR, STDOUT, collect, output_dirs
 from computenode.executors.wasm_cache import ModuleCache, fingerprint
 from computenode.model import RunCommandResult
+from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,13 +164,14 @@ class WasmExecutor:
         result = await asyncio.to_thread(collect, request.results_dir, NO_EXIT_CODE, reason)
         raise JobTimeout(reason, result=result)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop every run and the epoch ticker; idempotent."""
         for interrupt in list(self._active):
             interrupt.cancel()
         self._stop.set()
         if self._ticker is not None:
-            self._ticker.join(timeout=5 * EPOCH_PERIOD_S)  # it outlives close() while a run is stuck
+            # The join waits up to a few epochs (it outlives aclose() while a run is stuck): off the loop.
+            await asyncio.to_thread(self._ticker.join, 5 * EPOCH_PERIOD_S)
 
     def _finished(self, future: asyncio.Future[RunCommandResult], interrupt: _Interrupt) -> None:
         self._active.discard(interrupt)

@@ -10,6 +10,7 @@ compare integers and never match a missing or non-integer label.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from pydantic import Field, field_validator, model_validator
 
@@ -90,7 +91,7 @@ class LabelSelectorRequirement(Wire):
                 raise ValueError(f"operator {op.value!r} needs an integer value, got {self.values[0]!r}")
         return self
 
-    def matches(self, labels: dict[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, str]) -> bool:
         value = labels.get(self.key)
         match self.operator:
             case Operator.IN:
@@ -125,7 +126,7 @@ class LabelSelectorRequirement(Wire):
         return f"{self.key} {op.value} {self.values[0]}"
 
 
-def unmatched(selectors: list[LabelSelectorRequirement], labels: dict[str, str]) -> list[str]:
+def unmatched(selectors: list[LabelSelectorRequirement], labels: Mapping[str, str]) -> list[str]:
     """The selectors that `labels` does not satisfy, as reasons naming each key."""
     return [
         f"node selector {s.describe()!r} does not match label {s.key}="

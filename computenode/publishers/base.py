@@ -19,6 +19,10 @@ class Publisher(Protocol):
         """None when results can be published now, else the reason."""
         ...
 
+    async def aclose(self) -> None:
+        """Release clients and sessions; the node calls it once, at stop."""
+        ...
+
     async def publish(
         self, execution_id: str, job_id: str, shard_index: int, node_id: str, results_dir: Path
     ) -> StorageSpec:

@@ -25,8 +25,8 @@ class IPFSPublisher:
         self.timeout_s = timeout_s
         self.kubo = KuboClient(cfg.api)
 
-    async def close(self) -> None:
-        await self.kubo.close()
+    async def aclose(self) -> None:
+        await self.kubo.aclose()
 
     async def check(self) -> str | None:
         return await self.kubo.check()

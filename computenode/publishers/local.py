@@ -35,6 +35,9 @@ class LocalPublisher:
     def url_for(self, execution_id: str) -> str:
         return f"{self.base_url}/api/v1/executions/{execution_id}/results"
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def check(self) -> str | None:
         try:
             self.results_root.mkdir(parents=True, exist_ok=True)

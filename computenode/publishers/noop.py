@@ -8,6 +8,9 @@ from computenode.model import StorageSpec
 
 
 class NoopPublisher:
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def check(self) -> str | None:
         return None
 

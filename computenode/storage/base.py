@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
+from computenode.volume import InputVolume
 
 
 @runtime_checkable
 class StorageProvider(Protocol):
     async def check(self) -> str | None:
         """None when the source can be used now, else the reason (e.g. "kubo unreachable: ...")."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients and sessions; the node calls it once, at stop."""
         ...
 
     async def has_locally(self, spec: StorageSpec) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from computenode.config import FilecoinUnsealedConfig
 from computenode.errors import InputUnavailable
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
+from computenode.volume import InputVolume
 
 _CID = re.compile(r"^[A-Za-z0-9]{10,200}$")  # no "/" or "..": the CID lands in a path
 _PLACEHOLDER = re.compile(r"\{\{\s*\.CID\s*\}\}")
@@ -36,6 +36,9 @@ class FilecoinUnsealedStorage:
         if not _CID.match(cid):
             raise InputUnavailable(f"{cid!r} is not a CID", retryable=False)
         return Path(_PLACEHOLDER.sub(cid, self.cfg.path_template))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
     async def check(self) -> str | None:
         if not _PLACEHOLDER.search(self.cfg.path_template):

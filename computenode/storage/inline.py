@@ -17,9 +17,9 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from computenode.errors import InputUnavailable
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
 from computenode.storage.safe_tar import UnsafeArchive, extract_stream
+from computenode.volume import InputVolume
 
 MAX_EXTRACTED = 1 << 30  # a small tar.gz may expand hugely; inline data is meant to be small
 _DIR_PREFIX = "inline-"
@@ -45,6 +45,9 @@ def _is_gzip_tar(media_type: str) -> bool:
 
 
 class InlineStorage:
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def check(self) -> str | None:
         return None
 

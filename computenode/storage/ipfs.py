@@ -25,10 +25,10 @@ from pathlib import Path
 
 from computenode.config import IPFSConfig
 from computenode.errors import InputUnavailable
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSource, StorageSpec
 from computenode.storage.ipfs_client import KuboClient, KuboError, stream_to_file
 from computenode.storage.safe_tar import UnsafeArchive, check_member
+from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class IPFSStorage:
         self._sizes: dict[str, int] = {}  # entry name -> bytes; entries never change once renamed in
         self._swept = False
 
-    async def close(self) -> None:
-        await self.kubo.close()
+    async def aclose(self) -> None:
+        await self.kubo.aclose()
 
     async def check(self) -> str | None:
         return await self.kubo.check()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from computenode.config import LocalDirectoryConfig
 from computenode.errors import InputUnavailable
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
 from computenode.storage.filecoin_unsealed import disk_usage
+from computenode.volume import InputVolume
 
 
 class LocalDirectoryStorage:
@@ -33,6 +33,9 @@ class LocalDirectoryStorage:
             f"{source_path} is not under an allowed root (storage.local_directory.allowed_roots)",
             retryable=False,
         )
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
     async def check(self) -> str | None:
         if not self.cfg.allowed_roots:

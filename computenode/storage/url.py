@@ -26,9 +26,9 @@ import aiohttp
 
 from computenode.config import URLConfig
 from computenode.errors import InputUnavailable
-from computenode.executors.base import InputVolume
 from computenode.model import StorageSpec
 from computenode.storage.ipfs_client import stream_to_file
+from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class URLStorage:
             self._client = aiohttp.ClientSession(timeout=timeout)
         return self._client
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None

@@ -81,3 +81,20 @@ class Setup:
     labels: dict[str, str] = field(default_factory=lambda: {"zone": "eu", "gpus": "2", "tier": "gold"})
     missing: list[str] = field(default_factory=list)  # what `installed` reports
     storage: dict[StorageSource, StorageProvider] = field(default_factory=dict)
+    disk: str | None = None  # what `low_disk` reports
+
+
+@dataclass
+class Facts:
+    """The NodeFacts a test Bidder is given: its Setup answers for the node, as the test changes it."""
+
+    setup: Setup = field(default_factory=Setup)
+
+    def labels(self) -> dict[str, str]:
+        return self.setup.labels
+
+    async def unavailable(self, spec: object) -> list[str]:
+        return list(self.setup.missing)
+
+    def low_disk(self) -> str | None:
+        return self.setup.disk

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from bidhelpers import Setup, limits
+from bidhelpers import Facts, Setup, limits
 
 from computenode.bidding import Bidder
 from computenode.capacity import NodeLimits
 from computenode.config import JobSelectionConfig, TimeoutsConfig
-from computenode.model import Spec
+from computenode.shards import ShardPlans
 
 BidderFactory = Callable[..., Bidder]
 
@@ -30,16 +30,18 @@ def setup() -> Setup:
 def bidder(setup: Setup) -> BidderFactory:
     """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`."""
 
-    async def installed(spec: Spec) -> list[str]:
-        return list(setup.missing)
-
     def build(
         timeouts: TimeoutsConfig | None = None, node_limits: NodeLimits | None = None, **policy: Any
     ) -> Bidder:
         return Bidder(
-            "node-1", JobSelectionConfig(**policy), timeouts or TimeoutsConfig(), node_limits or limits(),
-            lambda: setup.labels, installed, setup.storage,
-        )  # fmt: skip
+            node_id="node-1",
+            selection=JobSelectionConfig(**policy),
+            timeouts=timeouts or TimeoutsConfig(),
+            limits=node_limits or limits(),
+            facts=Facts(setup),
+            storage=setup.storage,
+            plans=ShardPlans(setup.storage),
+        )
 
     return build
 

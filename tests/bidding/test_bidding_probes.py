@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from bidhelpers import limits, make_job
+from bidhelpers import Facts, limits, make_job
 
 from computenode.bidding import Bidder, Verdict
 from computenode.config import JobSelectionConfig, TimeoutsConfig
+from computenode.shards import ShardPlans
 
 
 async def probe(b: Bidder, name: str) -> Verdict:
@@ -84,14 +85,17 @@ async def test_http_bad_url_is_a_rejection(bidder) -> None:
 
 
 async def test_http_probe_with_callers_client(bidder, probe_server, setup) -> None:
-    async def installed(spec: object) -> list[str]:
-        return []
-
     async with httpx.AsyncClient() as client:
         b = Bidder(
-            "n", JobSelectionConfig(probe_http=f"{probe_server.url}/ok"), TimeoutsConfig(), limits(),
-            dict, installed, {}, client,
-        )  # fmt: skip
+            node_id="n",
+            selection=JobSelectionConfig(probe_http=f"{probe_server.url}/ok"),
+            timeouts=TimeoutsConfig(),
+            limits=limits(),
+            facts=Facts(),
+            storage={},
+            plans=ShardPlans({}),
+            http=client,
+        )
         assert (await probe(b, "probe_http")).ok
         await b.aclose()  # the caller's client stays open
         assert not client.is_closed

@@ -101,7 +101,7 @@ def docker_cfg(docker_host: str) -> DockerConfig:
 async def executor(docker_cfg: DockerConfig, node_id: str) -> AsyncIterator[DockerExecutor]:
     ex = DockerExecutor(docker_cfg, node_id)
     yield ex
-    await ex.close()
+    await ex.aclose()
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ async def test_stream_cap_keeps_draining(docker_host: str, node_id: str, tmp_pat
     try:
         request, result = await run_script(ex, tmp_path, "head -c 100000 /dev/zero; echo done >&2")
     finally:
-        await ex.close()
+        await ex.aclose()
     assert (request.results_dir / "stdout").stat().st_size == 3000
     assert result.stdout_truncated and result.stderr == "done\n" and result.exit_code == 0
 
@@ -298,7 +298,7 @@ async def test_outputs_writable_by_a_configured_user(docker_host: str, node_id: 
             ex, tmp_path, "id -u; echo r > /outputs/r.txt", outputs=[{"Name": "out", "path": "/outputs"}]
         )
     finally:
-        await ex.close()
+        await ex.aclose()
     assert result.stdout == "1000\n" and (request.results_dir / "out" / "r.txt").read_text() == "r\n"
 
 
@@ -340,7 +340,7 @@ async def test_cpu_and_pids_limits(docker_host: str, node_id: str, tmp_path: Pat
     try:
         _, result = await run_script(ex, tmp_path, script, resources=ResourceUsageData(cpu=0.5))
     finally:
-        await ex.close()
+        await ex.aclose()
     # v1: quota, period, pids.max; v2: "50000 100000" (cpu.max), then pids.max
     assert result.stdout.split() == ["50000", "100000", "64"]
 
@@ -422,7 +422,7 @@ async def test_engine_unreachable_is_a_reason(node_id: str, tmp_path: Path) -> N
     try:
         reason = await ex.check()
     finally:
-        await ex.close()
+        await ex.aclose()
     assert reason is not None and "no.sock" in reason
 
 
@@ -440,7 +440,7 @@ async def test_missing_image_with_policy_never(docker_host: str, node_id: str, t
         with pytest.raises(ImageUnavailable) as caught:
             await ex.run(request)
     finally:
-        await ex.close()
+        await ex.aclose()
     assert (
         caught.value.reason
         == "image computenode-test/absent:1 is not on this node and its pull policy is never"
@@ -524,7 +524,7 @@ async def test_pull_always_refreshes_a_local_tag(
             request = make_request(tmp_path / policy, make_spec(cmd, image=ref), node_id=node_id)
             assert (await ex.run(request)).stdout == expected, policy
         finally:
-            await ex.close()
+            await ex.aclose()
 
 
 # ---------------------------------------------------------------- reaper
@@ -558,8 +558,8 @@ async def test_reaper_removes_orphans_and_leaves_live_ones(
         assert await ex.live_executions() == {live}
         assert await ex.reap({live}) == 0  # idempotent
     finally:
-        await young.close()
-        await ex.close()
+        await young.aclose()
+        await ex.aclose()
         for row in await engine.containers.list(all=True, filters=node_filter(node_id)):
             await row.delete(force=True)
 
@@ -571,7 +571,7 @@ async def test_reaper_ignores_other_nodes(docker_host: str, node_id: str, engine
     try:
         assert await ex.reap(set()) == 0
     finally:
-        await ex.close()
+        await ex.aclose()
         for row in await engine.containers.list(all=True, filters=node_filter(other)):
             await row.delete(force=True)
 

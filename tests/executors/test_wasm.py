@@ -35,7 +35,7 @@ def modules(wasm_modules_dir: Path) -> Path:
 async def executor(tmp_path: Path) -> AsyncIterator[WasmExecutor]:
     ex = WasmExecutor(WasmConfig(), tmp_path / "cache")
     yield ex
-    ex.close()
+    await ex.aclose()
 
 
 class Jobs:
@@ -99,16 +99,16 @@ def assert_result(req: ExecutionRequest, res: RunCommandResult, stdout: str, std
     assert (req.results_dir / "exitCode").read_text() == str(code)
 
 
-def test_conforms_to_executor(tmp_path: Path) -> None:
+async def test_conforms_to_executor(tmp_path: Path) -> None:
     ex: Executor = WasmExecutor(WasmConfig(), tmp_path)
     assert isinstance(ex, Executor)
-    ex.close()
+    await ex.aclose()
 
 
 async def test_check_ready_until_closed(tmp_path: Path) -> None:
     ex = WasmExecutor(WasmConfig(), tmp_path)
     assert await ex.check() is None
-    ex.close()
+    await ex.aclose()
     assert await ex.check() == "the wasm executor is closed"
 
 
@@ -337,7 +337,7 @@ async def test_cache_hit_skips_compilation(executor: WasmExecutor, jobs: Jobs, t
         assert_result(req, await again.run(req), "Hello, world!\n", "", 0)
         assert (again.cache.compilations, again.cache.disk_hits) == (0, 1)
     finally:
-        again.close()
+        await again.aclose()
 
 
 async def test_stream_cap_and_inline_truncation(jobs: Jobs, tmp_path: Path) -> None:
@@ -348,7 +348,7 @@ async def test_stream_cap_and_inline_truncation(jobs: Jobs, tmp_path: Path) -> N
         req = jobs.request("cat", "/big.txt", inputs=inputs)
         res = await ex.run(req)
     finally:
-        ex.close()
+        await ex.aclose()
     assert (req.results_dir / "stdout").read_bytes() == (b"0123456789" * 500)[:3000]
     assert res.stdout == ("0123456789" * 500)[:2048] and res.stdout_truncated
     assert res.exit_code == 0

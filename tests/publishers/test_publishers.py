@@ -40,7 +40,7 @@ async def test_ipfs_publish_gives_a_cid_ipfs_cat_returns(
         spec = await p.publish("e-1", "job-9", 3, "node-7", results)
         again = await p.publish("e-1", "job-9", 3, "node-7", results)
     finally:
-        await publisher.close()
+        await publisher.aclose()
     assert spec.storage_source is StorageSource.IPFS and spec.name == "job-job-9-shard-3-host-node-7"
     assert again.cid == spec.cid
     assert ipfs_cli("cat", f"{spec.cid}/stdout") == (results / "stdout").read_bytes()
@@ -58,7 +58,7 @@ async def test_ipfs_publish_fails_clearly_when_kubo_is_down(results: Path) -> No
         with pytest.raises(PublishFailed, match="publishing to IPFS failed") as err:
             await publisher.publish("e-1", "j", 0, "n", results)
     finally:
-        await publisher.close()
+        await publisher.aclose()
     assert err.value.retryable
 
 

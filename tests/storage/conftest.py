@@ -45,7 +45,7 @@ def ipfs_cli(ipfs_bin: str) -> Callable[..., bytes]:
 async def kubo(ipfs_api: str) -> AsyncIterator[KuboClient]:
     client = KuboClient(ipfs_api)
     yield client
-    await client.close()
+    await client.aclose()
 
 
 @pytest_asyncio.fixture

@@ -26,7 +26,7 @@ def ipfs_spec(cid: str, path: str = "/inputs") -> StorageSpec:
 async def storage(ipfs_api: str, tmp_path: Path) -> AsyncIterator[IPFSStorage]:
     s = IPFSStorage(IPFSConfig(api=ipfs_api, fetch_timeout=20), tmp_path / "cache")
     yield s
-    await s.close()
+    await s.aclose()
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ async def test_check(storage: IPFSStorage, tmp_path: Path) -> None:
     assert await storage.check() is None
     down = IPFSStorage(IPFSConfig(api="/ip4/127.0.0.1/tcp/9"), tmp_path)
     reason = await down.check()
-    await down.close()
+    await down.aclose()
     assert reason is not None and "kubo unreachable" in reason
 
 
@@ -108,7 +108,7 @@ async def test_missing_cid_fails_within_fetch_timeout(
             with pytest.raises(InputUnavailable) as err:
                 await storage.prepare(ipfs_spec(cid), tmp_path / "work")
     finally:
-        await storage.close()
+        await storage.aclose()
     assert cid in err.value.reason and err.value.retryable
     assert not list((tmp_path / "cache").iterdir())
 
@@ -191,7 +191,7 @@ async def test_lru_eviction_spares_entries_in_use(
         await storage.cleanup(v0)
         await storage.cleanup(v2)
     finally:
-        await storage.close()
+        await storage.aclose()
 
 
 async def test_cancelled_fetch_leaves_no_partial(

@@ -24,7 +24,7 @@ BOUND_S = STALL_S + 8  # a bound on a hang, not a measurement
 async def storage(online_kubo: PrivateKubo, tmp_path: Path) -> AsyncIterator[IPFSStorage]:
     s = IPFSStorage(IPFSConfig(api=online_kubo.api, fetch_timeout=STALL_S), tmp_path / "cache")
     yield s
-    await s.close()
+    await s.aclose()
 
 
 def spec(cid: str) -> StorageSpec:

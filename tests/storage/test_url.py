@@ -32,7 +32,7 @@ def url_spec(url: str, **metadata: str) -> StorageSpec:
 async def storage() -> AsyncIterator[URLStorage]:
     s = URLStorage(URLConfig(fetch_timeout=20, retries=3), backoff_s=0.01)
     yield s
-    await s.close()
+    await s.aclose()
 
 
 class Flaky:
@@ -105,7 +105,7 @@ async def test_retries_run_out(serve: Serve, tmp_path: Path) -> None:
         with pytest.raises(InputUnavailable, match="after 3 attempts.*503") as err:
             await storage.prepare(url_spec(f"{base}/f.csv"), tmp_path)
     finally:
-        await storage.close()
+        await storage.aclose()
     assert flaky.hits == 3 and err.value.retryable
 
 
@@ -149,7 +149,7 @@ async def test_slow_server_hits_the_fetch_timeout(serve: Serve, tmp_path: Path) 
             with pytest.raises(InputUnavailable, match="fetch_timeout"):
                 await storage.prepare(url_spec(f"{base}/slow.bin"), tmp_path)
     finally:
-        await storage.close()
+        await storage.aclose()
     assert not list(tmp_path.iterdir())
 
 
@@ -172,7 +172,7 @@ async def test_oversize_hits_the_cap(serve: Serve, tmp_path: Path, chunked: bool
         with pytest.raises(InputUnavailable, match="max_size") as err:
             await storage.prepare(url_spec(f"{base}/big.bin"), tmp_path)
     finally:
-        await storage.close()
+        await storage.aclose()
     assert not err.value.retryable and not list(tmp_path.iterdir())
 
 
@@ -218,7 +218,7 @@ async def test_deny_private_and_bad_schemes(serve: Serve, tmp_path: Path) -> Non
         with pytest.raises(InputUnavailable, match="not an http"):
             await storage.prepare(url_spec("file:///etc/passwd"), tmp_path)
     finally:
-        await storage.close()
+        await storage.aclose()
 
 
 async def test_one_gigabyte_with_flat_memory(serve: Serve, tmp_path: Path) -> None:
@@ -249,7 +249,7 @@ async def test_one_gigabyte_with_flat_memory(serve: Serve, tmp_path: Path) -> No
         vol = await storage.prepare(url_spec(f"{base}/huge.bin"), tmp_path)
     finally:
         sampler.cancel()
-        await storage.close()
+        await storage.aclose()
     assert vol.host_file is not None and vol.host_file.stat().st_size == size
     assert peak - before < 150 * 2**20, f"RSS grew by {(peak - before) >> 20} MiB for a 1 GiB download"
     await URLStorage(URLConfig()).cleanup(vol)
