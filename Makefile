@@ -7,7 +7,7 @@
 #   make services       start the test bed;  make services-down: stop it
 #   make status         what of the test bed answers
 #   make bench          run bench/*.py (not part of `make test`)
-#   make lint           ruff check
+#   make lint           ruff check, ruff format --check, mypy (make test runs it first)
 #
 # PYTEST_ARGS=... passes extra arguments to pytest (e.g. PYTEST_ARGS="-k docker -x").
 
@@ -50,7 +50,7 @@ services-down:
 status:
 	@$(TESTBED) status
 
-test: $(DEPS_STAMP)
+test: lint
 	$(TESTBED) up >/dev/null; \
 	eval "$$($(TESTBED) env)"; \
 	exec $(VENV)/bin/pytest tests $(PYTEST_ARGS)
@@ -77,3 +77,5 @@ bench: $(DEPS_STAMP)
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

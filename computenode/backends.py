@@ -60,7 +60,12 @@ class Backends:
     async def aclose(self) -> None:
         """Close every backend once (the IPFS publisher may be registered twice); log what fails."""
         seen: set[int] = set()
-        for part in [*self.executors.values(), *self.storage.values(), *self.publishers.values()]:
+        parts: list[Executor | StorageProvider | PublisherBackend] = [
+            *self.executors.values(),
+            *self.storage.values(),
+            *self.publishers.values(),
+        ]
+        for part in parts:
             if id(part) in seen:
                 continue
             seen.add(id(part))

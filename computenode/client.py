@@ -293,5 +293,5 @@ def combine(shard_dirs: list[Path], combined: Path) -> None:
                 elif entry.is_dir() and not entry.is_symlink():
                     shutil.copytree(entry, combined / entry.name, dirs_exist_ok=True, symlinks=True)
     finally:
-        for f in streams.values():
-            f.close()
+        for stream in streams.values():
+            stream.close()

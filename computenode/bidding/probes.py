@@ -155,8 +155,13 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
     except OSError:  # no pidfd (kernel < 5.3): fall back to the pipes closing
         await proc.wait()
         return
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    done: asyncio.Future[None] = loop.create_future()
+
+    def exited() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, exited)
     try:
         await done
     finally:

@@ -55,7 +55,7 @@ NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout)
 
 _CALLBACK_ARGS = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes
 _EpochCallback = _CALLBACK_ARGS[1]
-_NO_FINALIZER = ctypes.cast(None, _CALLBACK_ARGS[3])
+_NO_FINALIZER = _CALLBACK_ARGS[3]()  # a NULL function pointer: no finalizer
 _CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
 
 

@@ -12,7 +12,6 @@ from computenode.model.enums import Engine, JobEventType, Network, Publisher, St
 from computenode.model.resources import ResourceUsageConfig
 from computenode.model.selector import LabelSelectorRequirement
 
-_LIST = {"max_length": MAX_LIST_ELEMENTS}
 
 
 def _none_to_empty(v: Any, empty: Any) -> Any:
@@ -49,8 +48,8 @@ class StorageSpec(Wire):
 
 class JobSpecDocker(Wire):
     image: str = Field("", alias="Image")
-    entrypoint: list[str] = Field(default_factory=list, alias="Entrypoint", **_LIST)
-    environment_variables: list[str] = Field(default_factory=list, alias="EnvironmentVariables", **_LIST)
+    entrypoint: list[str] = Field(default_factory=list, alias="Entrypoint", max_length=MAX_LIST_ELEMENTS)
+    environment_variables: list[str] = Field(default_factory=list, alias="EnvironmentVariables", max_length=MAX_LIST_ELEMENTS)
     working_directory: str = Field("", alias="WorkingDirectory")
 
     @field_validator("entrypoint", "environment_variables", mode="before")
@@ -70,9 +69,9 @@ class JobSpecDocker(Wire):
 class JobSpecWasm(Wire):
     entry_module: StorageSpec = Field(default_factory=StorageSpec, alias="EntryModule")
     entry_point: str = Field("", alias="EntryPoint")
-    parameters: list[str] = Field(default_factory=list, alias="Parameters", **_LIST)
+    parameters: list[str] = Field(default_factory=list, alias="Parameters", max_length=MAX_LIST_ELEMENTS)
     environment_variables: dict[str, str] = Field(default_factory=dict, alias="EnvironmentVariables")
-    import_modules: list[StorageSpec] = Field(default_factory=list, alias="ImportModules", **_LIST)
+    import_modules: list[StorageSpec] = Field(default_factory=list, alias="ImportModules", max_length=MAX_LIST_ELEMENTS)
 
     @field_validator("parameters", "import_modules", mode="before")
     @classmethod
@@ -97,7 +96,7 @@ class JobSpecLanguage(Wire):
 
 class NetworkConfig(Wire):
     type: Network = Field(Network.NONE, alias="Type")
-    domains: list[str] = Field(default_factory=list, alias="Domains", **_LIST)
+    domains: list[str] = Field(default_factory=list, alias="Domains", max_length=MAX_LIST_ELEMENTS)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -142,11 +141,11 @@ class Spec(Wire):
     resources: ResourceUsageConfig = Field(default_factory=ResourceUsageConfig, alias="Resources")
     network: NetworkConfig = Field(default_factory=NetworkConfig, alias="Network")
     timeout: float = Field(0.0, alias="Timeout", ge=0)
-    inputs: list[StorageSpec] = Field(default_factory=list, alias="inputs", **_LIST)
-    contexts: list[StorageSpec] = Field(default_factory=list, alias="Contexts", **_LIST)
-    outputs: list[StorageSpec] = Field(default_factory=list, alias="outputs", **_LIST)
-    annotations: list[str] = Field(default_factory=list, alias="Annotations", **_LIST)
-    node_selectors: list[LabelSelectorRequirement] = Field(default_factory=list, alias="NodeSelectors", **_LIST)
+    inputs: list[StorageSpec] = Field(default_factory=list, alias="inputs", max_length=MAX_LIST_ELEMENTS)
+    contexts: list[StorageSpec] = Field(default_factory=list, alias="Contexts", max_length=MAX_LIST_ELEMENTS)
+    outputs: list[StorageSpec] = Field(default_factory=list, alias="outputs", max_length=MAX_LIST_ELEMENTS)
+    annotations: list[str] = Field(default_factory=list, alias="Annotations", max_length=MAX_LIST_ELEMENTS)
+    node_selectors: list[LabelSelectorRequirement] = Field(default_factory=list, alias="NodeSelectors", max_length=MAX_LIST_ELEMENTS)
     sharding: JobShardingConfig = Field(default_factory=JobShardingConfig, alias="Sharding")
     do_not_track: bool = Field(False, alias="DoNotTrack")
     execution_plan: JobExecutionPlan = Field(default_factory=JobExecutionPlan, alias="ExecutionPlan")
@@ -219,7 +218,7 @@ class JobEvent(Wire):
 
 class JobStatus(Wire):
     # The node keeps job state itself; a client's Status is accepted and ignored.
-    events: list[JobEvent] = Field(default_factory=list, alias="JobEvents", **_LIST)
+    events: list[JobEvent] = Field(default_factory=list, alias="JobEvents", max_length=MAX_LIST_ELEMENTS)
 
 
 class Job(Wire):

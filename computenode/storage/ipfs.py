@@ -19,7 +19,7 @@ import re
 import shutil
 import tarfile
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,7 +251,7 @@ class _Tree:
     symlinks: list[tuple[Path, str]] = field(default_factory=list)
 
 
-async def _run_bounded(jobs: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+async def _run_bounded(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
     """Run the jobs, at most `limit` at once; the first failure cancels the rest and is raised."""
     pending = iter(jobs)
 
