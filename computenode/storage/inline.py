@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSpec
-from computenode.storage.safe_tar import UnsafeArchive, extract_stream
+from computenode.storage.safe_tar import UnsafeArchive, extract_gzip_tar
 from computenode.volume import InputVolume
 
 MAX_EXTRACTED = 1 << 30  # a small tar.gz may expand hugely; inline data is meant to be small
@@ -91,7 +91,7 @@ class InlineStorage:
 
 def _materialize(media_type: str, data: bytes, dest: Path) -> None:
     if _is_gzip_tar(media_type):
-        extract_stream(io.BytesIO(data), dest, max_bytes=MAX_EXTRACTED, mode="r:gz")
+        extract_gzip_tar(io.BytesIO(data), dest, max_bytes=MAX_EXTRACTED)
     else:
         dest.write_bytes(data)
         dest.chmod(0o644)
