@@ -15,7 +15,11 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -77,12 +81,14 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | None
     """Configure the root logger once (dictConfig), replacing any handler already there."""
     stream = stream or sys.stderr
     formatter = JsonFormatter if wants_json(fmt, stream) else TextFormatter
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"main": {"()": formatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": stream}},
-        "root": {"level": level.upper(), "handlers": ["stderr"]},
-        # aiohttp logs every request at INFO; keep access lines out unless debugging.
-        "loggers": {"aiohttp.access": {"level": "WARNING" if level != "debug" else "DEBUG"}},
-    })  # fmt: skip
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"main": {"()": formatter}},
+            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": stream}},
+            "root": {"level": level.upper(), "handlers": ["stderr"]},
+            # aiohttp logs every request at INFO; keep access lines out unless debugging.
+            "loggers": {"aiohttp.access": {"level": "WARNING" if level != "debug" else "DEBUG"}},
+        }
+    )

@@ -103,10 +103,16 @@ async def exec_probe(command: str, payload: bytes, timeout_s: float) -> Verdict:
     env = {"PATH": os.environ.get("PATH", os.defpath)} | dict.fromkeys(ENV_NAMES, payload.decode())
     spawn = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
-            "bash", "-c", command, env=env, start_new_session=True,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            "bash",
+            "-c",
+            command,
+            env=env,
+            start_new_session=True,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
-    )  # fmt: skip
+    )
     try:
         # Shielded: cancelled mid-spawn, asyncio would kill only bash, then wait for every pipe
         # to close, i.e. for the probe's children to finish on their own.

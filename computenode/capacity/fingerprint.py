@@ -77,8 +77,11 @@ def gpu_indexes() -> list[int]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            check=True,
+        )
         return parse_gpu_indexes(out.stdout)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("nvidia-smi failed, assuming no GPU", extra={"error": str(exc)})

@@ -13,7 +13,6 @@ from computenode.model.resources import ResourceUsageConfig
 from computenode.model.selector import LabelSelectorRequirement
 
 
-
 def _none_to_empty(v: Any, empty: Any) -> Any:
     return empty if v is None else v
 
@@ -49,7 +48,9 @@ class StorageSpec(Wire):
 class JobSpecDocker(Wire):
     image: str = Field("", alias="Image")
     entrypoint: list[str] = Field(default_factory=list, alias="Entrypoint", max_length=MAX_LIST_ELEMENTS)
-    environment_variables: list[str] = Field(default_factory=list, alias="EnvironmentVariables", max_length=MAX_LIST_ELEMENTS)
+    environment_variables: list[str] = Field(
+        default_factory=list, alias="EnvironmentVariables", max_length=MAX_LIST_ELEMENTS
+    )
     working_directory: str = Field("", alias="WorkingDirectory")
 
     @field_validator("entrypoint", "environment_variables", mode="before")
@@ -71,7 +72,9 @@ class JobSpecWasm(Wire):
     entry_point: str = Field("", alias="EntryPoint")
     parameters: list[str] = Field(default_factory=list, alias="Parameters", max_length=MAX_LIST_ELEMENTS)
     environment_variables: dict[str, str] = Field(default_factory=dict, alias="EnvironmentVariables")
-    import_modules: list[StorageSpec] = Field(default_factory=list, alias="ImportModules", max_length=MAX_LIST_ELEMENTS)
+    import_modules: list[StorageSpec] = Field(
+        default_factory=list, alias="ImportModules", max_length=MAX_LIST_ELEMENTS
+    )
 
     @field_validator("parameters", "import_modules", mode="before")
     @classmethod
@@ -145,7 +148,9 @@ class Spec(Wire):
     contexts: list[StorageSpec] = Field(default_factory=list, alias="Contexts", max_length=MAX_LIST_ELEMENTS)
     outputs: list[StorageSpec] = Field(default_factory=list, alias="outputs", max_length=MAX_LIST_ELEMENTS)
     annotations: list[str] = Field(default_factory=list, alias="Annotations", max_length=MAX_LIST_ELEMENTS)
-    node_selectors: list[LabelSelectorRequirement] = Field(default_factory=list, alias="NodeSelectors", max_length=MAX_LIST_ELEMENTS)
+    node_selectors: list[LabelSelectorRequirement] = Field(
+        default_factory=list, alias="NodeSelectors", max_length=MAX_LIST_ELEMENTS
+    )
     sharding: JobShardingConfig = Field(default_factory=JobShardingConfig, alias="Sharding")
     do_not_track: bool = Field(False, alias="DoNotTrack")
     execution_plan: JobExecutionPlan = Field(default_factory=JobExecutionPlan, alias="ExecutionPlan")

@@ -83,9 +83,11 @@ class ResourceUsageData:
 
     def max(self, other: ResourceUsageData) -> ResourceUsageData:
         return ResourceUsageData(
-            max(self.cpu, other.cpu), max(self.memory, other.memory),
-            max(self.disk, other.disk), max(self.gpu, other.gpu),
-        )  # fmt: skip
+            max(self.cpu, other.cpu),
+            max(self.memory, other.memory),
+            max(self.disk, other.disk),
+            max(self.gpu, other.gpu),
+        )
 
     def intersect(self, other: ResourceUsageData) -> ResourceUsageData:
         """Fields that are zero here take other's value (Bacalhau: defaults for unset fields)."""
