@@ -48,7 +48,7 @@ class NodeError(ClientError):
 
 
 def error_from_response(resp: httpx.Response) -> NodeError:
-    """The node's error body as one message and its detail lines (ARCHITECTURE.md, "Errors")."""
+    """The node's error body as one message and its detail lines (docs/cli.md)."""
     try:
         body = resp.json()
     except ValueError:
@@ -233,7 +233,7 @@ def move_contents(src: Path, dest: Path) -> None:
 
 
 def fetch_job_results(client: NodeClient, job: dict[str, Any], out: Path, ipfs_api: str) -> list[str]:
-    """Lay a job's results out as ARCHITECTURE.md says; the warnings for shards without results.
+    """Lay a job's results out as docs/cli.md says (combined/ and per_shard/); the warnings for shards without results.
 
     out/per_shard/<index>/  that shard's results dir (stdout, stderr, exitCode, a folder per output)
     out/combined/<Name>/    each output's files merged over the shards, later shards overwriting

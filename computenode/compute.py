@@ -266,7 +266,7 @@ class Compute:
         await self.callbacks.send(ex.callback_url, "on_cancel_complete", self._meta(ex))
         return ex
 
-    # -- jobs owned by this node (seed 003) ---------------------------------------------------
+    # -- jobs owned by this node ------------------------------------------------------------
     async def submit(self, job: Job, client_id: str = "") -> tuple[Job, list[Execution]]:
         """Run every shard of `job` here; Rejected with every reason when the node will not.
 

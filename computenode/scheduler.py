@@ -38,7 +38,9 @@ class Scheduler:
         self.running: dict[str, tuple[_Entry, tuple[int, ...]]] = {}
 
     def __repr__(self) -> str:
-        return f"<Scheduler reserved={len(self.reserved)} queued={len(self.queued)} running={len(self.running)}>"
+        return (
+            f"<Scheduler reserved={len(self.reserved)} queued={len(self.queued)} running={len(self.running)}>"
+        )
 
     # -- accounting --------------------------------------------------------------------------
     def _sum(self, entries: list[_Entry]) -> ResourceUsageData:

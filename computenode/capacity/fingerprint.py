@@ -1,7 +1,7 @@
 """Host fingerprint: what this machine (or the cgroup we run in) offers, and the node's limits from it.
 
 psutil reports the host's totals only, so CPUs are also bounded by the affinity mask and the
-cgroup CPU quota, and memory by the cgroup memory limit (v1 and v2) when lower (LIBRARIES.md §6.3).
+cgroup CPU quota, and memory by the cgroup memory limit (v1 and v2) when lower.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ async def _start(container: DockerContainer, request: ExecutionRequest) -> None:
         await container.start()
     except DockerError as exc:
         if request.gpu_indexes and exc.status == 500:
-            # No NVIDIA runtime: "could not select device driver" (LIBRARIES.md §1.2).
+            # No NVIDIA runtime: "could not select device driver" (docs/docker-executor.md).
             raise ExecutionFailed(
                 f"GPUs {list(request.gpu_indexes)} are not available: {exc.message}"
             ) from exc

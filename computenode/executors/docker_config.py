@@ -1,7 +1,7 @@
 """Pure builders of the Engine-API container config for one execution (no I/O, tested without Docker).
 
 Split out of executors/docker.py so each stage of the config (labels, mounts, limits, network)
-is a small function a test can check on its own (STYLE.md: no 587-line createContainerConfig).
+is a small function a test can check on its own (rather than one long builder).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def limits(resources: ResourceUsageData, gpu_indexes: tuple[int, ...], cfg: Dock
 
 
 def network_mode(network: Network) -> str:
-    """None: no network at all (only lo); Full: the host's network. Never a bridge (TESTBED.md).
+    """None: no network at all (only lo); Full: the host's network. Never a bridge (docs/docker-executor.md).
 
     HTTP (domain allow-list) would need a forwarder sidecar and a proxy; the bidder declines
     such jobs, so reaching here with one is refused before anything starts.
@@ -113,7 +113,7 @@ def container_config(
             "Mounts": mounts(request.inputs, outputs),
             "NetworkMode": mode,
             # Output is captured byte-exact through attach; a log driver would only
-            # keep a second, UTF-8-mangled copy of it on disk (LIBRARIES.md §1.4).
+            # keep a second, UTF-8-mangled copy of it on disk (docs/docker-executor.md).
             "LogConfig": {"Type": "none", "Config": {}},
             "AutoRemove": False,  # State (OOMKilled, ExitCode) is read after exit
         },

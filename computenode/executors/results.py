@@ -1,9 +1,9 @@
 """The results dir every executor fills: stdout, stderr, exitCode and one folder per output.
 
-    <results>/stdout      the whole stream, capped (default 1 GiB)
-    <results>/stderr
-    <results>/exitCode    the decimal exit code
-    <results>/<Name>/     each output, mounted read-write at its path
+<results>/stdout      the whole stream, capped (default 1 GiB)
+<results>/stderr
+<results>/exitCode    the decimal exit code
+<results>/<Name>/     each output, mounted read-write at its path
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The v1beta1 Job and its Spec (seeds 000 and 001), with the compatibility rules of ARCHITECTURE.md."""
+"""The v1beta1 Job and its Spec, with the compatibility rules of docs/model.md."""
 
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ class Job(Wire):
     @classmethod
     def _hoist_compat(cls, data: Any) -> Any:
         """Accept the older flat forms: `ID`/`ClientID`/`CreatedAt` at Job level,
-        and `Deal`/`ExecutionPlan` beside Spec rather than inside it (seed 002)."""
+        and `Deal`/`ExecutionPlan` beside Spec rather than inside it (both appear in Bacalhau's own examples)."""
         if not isinstance(data, dict):
             return data
         data = cls.fold_keys(data)

@@ -3,7 +3,7 @@
 CPU is a Kubernetes quantity ("100m" = 0.1, "2", "1.5"). Memory and disk are
 read by c2h5oh/datasize after lower-casing, dropping spaces and turning "i"
 into "b", so every unit is binary: "100mb" = "100Mi" = 100 * 2**20. No kept
-library has both semantics (LIBRARIES.md §7.1), so these are small and tested.
+library has both semantics (docs/libraries.md), so these are small and tested.
 """
 
 from __future__ import annotations

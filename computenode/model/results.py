@@ -15,7 +15,7 @@ MAX_INLINE_OUTPUT = 2048
 
 
 class RunCommandResult(Wire):
-    """Always serialised with all six keys, empty ones included (ARCHITECTURE.md)."""
+    """Always serialised with all six keys, empty ones included, as Bacalhau v0.3.23 emits it."""
 
     stdout: str = Field("", alias="stdout")
     stdout_truncated: bool = Field(False, alias="stdouttruncated")
@@ -42,7 +42,9 @@ class JobShardState(Wire):
     state: JobStateType = Field(JobStateType.BIDDING, alias="State")
     status: str = Field("", alias="Status")
     verification_proposal: bytes = Field(b"", alias="VerificationProposal")
-    verification_result: VerificationResult = Field(default_factory=VerificationResult, alias="VerificationResult")
+    verification_result: VerificationResult = Field(
+        default_factory=VerificationResult, alias="VerificationResult"
+    )
     published_results: StorageSpec = Field(default_factory=StorageSpec, alias="PublishedResults")
     run_output: RunCommandResult | None = Field(None, alias="RunOutput")
 

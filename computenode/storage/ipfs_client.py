@@ -3,7 +3,7 @@
 Plain HTTP rather than aioipfs 0.7.1: that library swallows connection errors
 (returns None), cannot add a single file with aiohttp >= 3.12, buffers `get`
 into a temp tar and extracts it without a filter, and ignores its read timeout
-(LIBRARIES.md §3.2, §10). aiohttp rather than httpx: on loopback httpx read a
+(docs/libraries.md). aiohttp rather than httpx: on loopback httpx read a
 1 GiB body at ~110 MB/s where aiohttp and curl read ~450 MB/s (docs/storage.md).
 Every call is a POST, as kubo requires, and raises KuboError (or
 KuboUnreachable) instead of returning a sentinel. Timeouts are the caller's:
