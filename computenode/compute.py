@@ -28,7 +28,6 @@ from computenode.store import Execution, InvalidTransition, JobRecord, Store
 log = logging.getLogger(__name__)
 
 S = ExecutionState
-ACTIVE_RUN = (S.RUNNING,)
 RESTART_REASON = "node restarted"
 JOB_CACHE_SIZE = 1024
 
@@ -151,12 +150,12 @@ class Compute:
         return ShardResponse(eid, job.id, index, True, "")
 
     async def bid_accepted(self, execution_id: str) -> Execution:
-        ex = await self._move(execution_id, S.BID_ACCEPTED, "bid accepted", expected=(S.CREATED,))
+        ex = await self._move(execution_id, S.BID_ACCEPTED, "bid accepted")
         self.scheduler.enqueue(execution_id)
         return ex
 
     async def bid_rejected(self, execution_id: str, justification: str) -> Execution:
-        ex = await self._move(execution_id, S.CANCELLED, f"bid rejected: {justification}", expected=(S.CREATED,))
+        ex = await self._move_from(S.CREATED, execution_id, S.CANCELLED, f"bid rejected: {justification}")
         self.scheduler.release(execution_id)
         return ex
 
@@ -164,7 +163,7 @@ class Compute:
         for eid in self.scheduler.expired():
             self.scheduler.release(eid)
             try:
-                await self._move(eid, S.CANCELLED, "bid expired before it was accepted", expected=(S.CREATED,))
+                await self._move_from(S.CREATED, eid, S.CANCELLED, "bid expired before it was accepted")
             except InvalidTransition:
                 pass
 
@@ -174,7 +173,7 @@ class Compute:
 
     async def _execute(self, execution_id: str, gpus: tuple[int, ...]) -> None:
         try:
-            ex = await self._move(execution_id, S.RUNNING, "running", expected=(S.BID_ACCEPTED,))
+            ex = await self._move(execution_id, S.RUNNING, "running")
             job = await self.job(ex.job_id)
             try:
                 outcome = await self.runner.run(ex, job, gpus)
@@ -182,7 +181,7 @@ class Compute:
                 await self._fail(ex, exc.reason, exc.result, exc.retryable)
                 return
             ex = await self._move(
-                execution_id, S.WAITING_VERIFICATION, "result proposed", expected=ACTIVE_RUN,
+                execution_id, S.WAITING_VERIFICATION, "result proposed",
                 run_output=outcome.result, proposal=outcome.proposal,
             )  # fmt: skip
             await self.callbacks.send(ex.callback_url, "on_run_complete", {
@@ -221,20 +220,20 @@ class Compute:
             log.exception("could not record failure", extra={"execution_id": execution_id})
 
     async def result_accepted(self, execution_id: str) -> Execution:
-        ex = await self._move(execution_id, S.RESULT_ACCEPTED, "result accepted", expected=(S.WAITING_VERIFICATION,))
+        ex = await self._move(execution_id, S.RESULT_ACCEPTED, "result accepted")
         self.tasks[execution_id] = asyncio.create_task(self._publish(execution_id), name=f"publish-{execution_id}")
         return ex
 
     async def result_rejected(self, execution_id: str, justification: str) -> Execution:
-        ex = await self._move(
-            execution_id, S.FAILED, f"result rejected: {justification}", expected=(S.WAITING_VERIFICATION,)
+        ex = await self._move_from(
+            S.WAITING_VERIFICATION, execution_id, S.FAILED, f"result rejected: {justification}"
         )
         await self.runner.remove(execution_id)
         return ex
 
     async def _publish(self, execution_id: str) -> None:
         try:
-            ex = await self._move(execution_id, S.PUBLISHING, "publishing", expected=(S.RESULT_ACCEPTED, S.PUBLISHING))
+            ex = await self._move(execution_id, S.PUBLISHING, "publishing")
             job = await self.job(ex.job_id)
             try:
                 published = await self.runner.publish(ex, job)
@@ -311,7 +310,7 @@ class Compute:
 
     async def _verify_owned(self, job_id: str, shard_index: int) -> None:
         job = await self.job(job_id)
-        shard = [e for e in await self.store.list(job_id=job_id) if e.shard_index == shard_index]
+        shard = [e for e in await self.store.executions(job_id=job_id) if e.shard_index == shard_index]
         if any(e.state in (S.CREATED, S.BID_ACCEPTED, S.RUNNING) for e in shard):
             return  # wait for the shard's other executions
         waiting = {e.id: e.proposal for e in shard if e.state is S.WAITING_VERIFICATION}
@@ -333,7 +332,7 @@ class Compute:
         await self.store.put_job(JobRecord(rec.id, rec.job_json, rec.owned, rec.client_id, cancelled=True,
                                            created_at=rec.created_at))  # fmt: skip
         out = []
-        for ex in await self.store.list(job_id=job_id):
+        for ex in await self.store.executions(job_id=job_id):
             if not ex.state.is_terminal:
                 try:
                     out.append(await self.cancel(ex.id, "job cancelled"))
@@ -386,6 +385,19 @@ class Compute:
         async with self._changed:
             self._changed.notify_all()
         return ex
+
+    async def _move_from(
+        self, source: ExecutionState, execution_id: str, new: ExecutionState, comment: str
+    ) -> Execution:
+        """_move, only from `source`: for a move TRANSITIONS allows from other states too.
+
+        The version check makes the state check and the move one atomic step.
+        """
+        ex = await self.store.get(execution_id)
+        if ex.state is not source:
+            why = f"only an execution in {source.value} moves so"
+            raise InvalidTransition(execution_id, ex.state, new, why)
+        return await self._move(execution_id, new, comment, version=ex.version)
 
     async def wait_changed(self, timeout_s: float) -> None:
         """Wait until some execution changes state, or the timeout passes (long polls, tests)."""

@@ -11,6 +11,10 @@
      │    ├── JobTimeout          the job's own Timeout elapsed (never retried)
      │    ├── OutOfMemory         the job went past its memory limit (never retried)
      │    └── PublishFailed       results could not be published
+     ├── StoreError           the execution store refuses a request
+     │    ├── NotFound            no such execution or job (API 404)
+     │    ├── InvalidTransition   the lifecycle forbids the change (API 409)
+     │    └── SchemaTooNew        the database was written by a newer computenode
      └── DependencyDown       a service the node needs is unreachable (shown in /readyz)
 
 Any other exception is a bug: it is logged with its traceback and the execution is
@@ -22,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from computenode.model.enums import ExecutionState
     from computenode.model.results import RunCommandResult
 
 
@@ -86,6 +91,36 @@ class OutOfMemory(ExecutionFailed):
 
 class PublishFailed(ExecutionFailed):
     retryable = True
+
+
+class StoreError(ComputeNodeError):
+    """The execution store refuses a request (computenode/store)."""
+
+
+class NotFound(StoreError):
+    """No execution or job by that ID."""
+
+
+class InvalidTransition(StoreError):
+    """The lifecycle (model/enums.py TRANSITIONS) or a concurrent change forbids moving the execution."""
+
+    def __init__(self, execution_id: str, current: ExecutionState, new: ExecutionState, why: str) -> None:
+        self.execution_id = execution_id
+        self.current = current
+        self.new = new
+        super().__init__(f"execution {execution_id} cannot move from {current.value} to {new.value}: {why}")
+
+
+class SchemaTooNew(StoreError):
+    """The database's schema version is newer than this code's migrations."""
+
+    def __init__(self, path: str, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"store {path} has schema version {found}, but this computenode knows versions up to {known}: "
+            "run the newer computenode that wrote it, or point node.data_dir elsewhere"
+        )
 
 
 class DependencyDown(ComputeNodeError):

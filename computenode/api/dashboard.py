@@ -59,7 +59,7 @@ def _execution_rows(executions: list[Execution]) -> str:
 async def render(node: Node, readiness: tuple[int, dict[str, object]]) -> str:
     sched = node.compute.scheduler
     active = await node.store.active()
-    recent = [e for e in await node.store.list(limit=25) if e.state.is_terminal]
+    recent = [e for e in await node.store.executions(limit=25) if e.state.is_terminal]
     code, ready = readiness
     checks = ready["checks"]
     assert isinstance(checks, dict)

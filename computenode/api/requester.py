@@ -118,7 +118,9 @@ class RequesterApi:
     async def results(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
         done = [
-            e for e in await self.node.store.list(job_id=rec.id) if e.state is S.COMPLETED and e.published
+            e
+            for e in await self.node.store.executions(job_id=rec.id)
+            if e.state is S.COMPLETED and e.published
         ]
         done.sort(key=lambda e: (e.shard_index, e.created_at))
         return _json({"results": [
@@ -135,7 +137,7 @@ class RequesterApi:
         client_id = _str(body, "client_id")
         if not client_id:
             raise SpecError([("client_id", "is required: a client lists only its own jobs")])
-        records = await self.node.store.list_jobs(client_id=client_id, limit=100_000)
+        records = await self.node.store.jobs(client_id=client_id, limit=100_000)
         records = _select(records, body)
         jobs = []
         for rec in records:
@@ -186,7 +188,7 @@ class RequesterApi:
             raise SpecError([("job_id", "is required")])
         if not client_id:
             raise SpecError([("client_id", "is required")])
-        for rec in await self.node.store.list_jobs(client_id=client_id, limit=100_000):
+        for rec in await self.node.store.jobs(client_id=client_id, limit=100_000):
             if _id_matches(rec.id, job_id):
                 return rec
         if signed:
@@ -200,7 +202,7 @@ class RequesterApi:
         raise NotFound(f"job {job_id}")
 
     async def _job_state(self, rec: JobRecord) -> dict[str, Any]:
-        executions = await self.node.store.list(job_id=rec.id)
+        executions = await self.node.store.executions(job_id=rec.id)
         by_shard: dict[int, list[Execution]] = {}
         for ex in sorted(executions, key=lambda e: e.created_at):
             by_shard.setdefault(ex.shard_index, []).append(ex)
@@ -258,7 +260,7 @@ class RequesterApi:
             "Comment": "Job created", "Time": _time(rec.created_at),
         }  # fmt: skip
         timed: list[tuple[float, dict[str, Any]]] = [(rec.created_at, created)]
-        for ex in await self.node.store.list(job_id=rec.id):
+        for ex in await self.node.store.executions(job_id=rec.id):
             for version, t in enumerate(await self.node.store.history(ex.id), start=1):
                 timed.append((t.time, self._execution_event(ex, version, t)))
         timed.sort(key=lambda pair: pair[0])  # by the number: the strings vary in length

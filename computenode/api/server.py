@@ -182,7 +182,7 @@ class ApiServer:
             wanted = ExecutionState(state) if state else None
         except ValueError:
             raise SpecError([("state", f"{state!r} is not an execution state")]) from None
-        rows = await self.node.store.list(state=wanted, job_id=request.query.get("job_id"))
+        rows = await self.node.store.executions(state=wanted, job_id=request.query.get("job_id"))
         return _json({"Executions": [execution_view(e) for e in rows]})
 
     async def execution(self, request: web.Request) -> web.Response:
@@ -253,7 +253,7 @@ class ApiServer:
     async def get_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
         rec = await self.node.store.get_job(job_id)
-        executions = await self.node.store.list(job_id=job_id)
+        executions = await self.node.store.executions(job_id=job_id)
         shards = latest_per_shard(executions)
         return _json({
             "Job": json.loads(rec.job_json),

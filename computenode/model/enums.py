@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from computenode.model.base import WireEnum
 
 
@@ -80,9 +83,16 @@ class JobEventType(WireEnum):
 class ExecutionState(WireEnum):
     """The compute node's execution lifecycle (Bacalhau v0.3.23 pkg/compute/store).
 
+    TRANSITIONS below is the lifecycle; the store refuses any other move. The moves
+    computenode/compute.py makes:
+
         Created ──> BidAccepted ──> Running ──> WaitingVerification ──> ResultAccepted ──> Publishing ──> Completed
-           │             │             │                 │                    │                 │
-           └─────────────┴─────────────┴─────────────────┴────────────────────┴─────────────────┴──> Failed | Cancelled
+           │             │             │                 │                    │              │  ↺
+           │             └─────────────┴─────────────────┴────────────────────┴──────────────┴──> Failed
+           └─────────────┴─────────────┴─────────────────┴────────────────────┴──────────────┴──> Cancelled
+
+    Created never fails: it is cancelled (bid rejected or expired, restart) or accepted.
+    Publishing -> Publishing is a publish resumed after a restart.
     """
 
     CREATED = "Created"
@@ -97,7 +107,10 @@ class ExecutionState(WireEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+        return not TRANSITIONS[self]
+
+    def may_move_to(self, new: ExecutionState) -> bool:
+        return new in TRANSITIONS[self]
 
     @property
     def job_state(self) -> JobStateType:
@@ -116,6 +129,24 @@ _JOB_STATE = {
     ExecutionState.FAILED: JobStateType.ERROR,
     ExecutionState.CANCELLED: JobStateType.CANCELLED,
 }
+
+
+_S = ExecutionState
+
+# from-state -> the states it may move to; terminal states move nowhere.
+TRANSITIONS: Mapping[ExecutionState, frozenset[ExecutionState]] = MappingProxyType(
+    {
+        _S.CREATED: frozenset({_S.BID_ACCEPTED, _S.CANCELLED}),
+        _S.BID_ACCEPTED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+        _S.RUNNING: frozenset({_S.WAITING_VERIFICATION, _S.FAILED, _S.CANCELLED}),
+        _S.WAITING_VERIFICATION: frozenset({_S.RESULT_ACCEPTED, _S.FAILED, _S.CANCELLED}),
+        _S.RESULT_ACCEPTED: frozenset({_S.PUBLISHING, _S.FAILED, _S.CANCELLED}),
+        _S.PUBLISHING: frozenset({_S.PUBLISHING, _S.COMPLETED, _S.FAILED, _S.CANCELLED}),
+        _S.COMPLETED: frozenset(),
+        _S.FAILED: frozenset(),
+        _S.CANCELLED: frozenset(),
+    }
+)
 
 
 class JobState(WireEnum):

@@ -1,6 +1,16 @@
 """The persistent execution store (SQLite)."""
 
+from computenode.errors import InvalidTransition, NotFound, StoreError
 from computenode.store.execution import Callback, Execution, JobRecord, Transition
-from computenode.store.sqlite import InvalidTransition, NotFound, Store
+from computenode.store.sqlite import Store
 
-__all__ = ["Callback", "Execution", "InvalidTransition", "JobRecord", "NotFound", "Store", "Transition"]
+__all__ = [
+    "Callback",
+    "Execution",
+    "InvalidTransition",
+    "JobRecord",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "Transition",
+]

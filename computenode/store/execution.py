@@ -28,7 +28,9 @@ class Execution:
     bid_expires_at: float = 0.0
 
     def __repr__(self) -> str:
-        return f"<Execution {self.id} job={self.job_id}#{self.shard_index} {self.state.value} v{self.version}>"
+        return (
+            f"<Execution {self.id} job={self.job_id}#{self.shard_index} {self.state.value} v{self.version}>"
+        )
 
 
 @dataclass(frozen=True, slots=True)

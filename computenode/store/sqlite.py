@@ -1,8 +1,13 @@
 """Persistent store: executions with their history, owned jobs, pending callbacks (SQLite, WAL).
 
 Every call runs on one dedicated thread so the loop never blocks and SQLite sees
-one writer. Updates check the expected state (and version when given); a
+one writer. Every transition is checked atomically against the lifecycle
+(model/enums.py TRANSITIONS) and, when given, the execution's version; a
 terminal execution is never updated.
+
+The schema is the ordered list MIGRATIONS; meta's schema_version row records
+how many are applied (the schema before MIGRATIONS wrote schema_version=1 too,
+so those databases are adopted as version 1).
 """
 
 from __future__ import annotations
@@ -12,44 +17,84 @@ import base64
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from computenode.errors import DependencyDown, InvalidTransition, NotFound, SchemaTooNew
 from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
 from computenode.store.execution import Callback, Execution, JobRecord, Transition
 
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
+
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS executions (
+# MIGRATIONS[n - 1] takes the schema from version n - 1 to n, in one transaction.
+# To change the schema, append a tuple of statements; never edit one already released.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the first schema
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE executions (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, shard_index INTEGER NOT NULL,
     state TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, shard_index);
-CREATE INDEX IF NOT EXISTS executions_state ON executions (state);
-CREATE TABLE IF NOT EXISTS history (
-    execution_id TEXT NOT NULL, previous TEXT, new TEXT NOT NULL, comment TEXT NOT NULL, time REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS history_execution ON history (execution_id);
-CREATE TABLE IF NOT EXISTS jobs (
+    created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE INDEX executions_job ON executions (job_id, shard_index)",
+        "CREATE INDEX executions_state ON executions (state)",
+        """CREATE TABLE history (
+    execution_id TEXT NOT NULL, previous TEXT, new TEXT NOT NULL, comment TEXT NOT NULL, time REAL NOT NULL)""",
+        "CREATE INDEX history_execution ON history (execution_id)",
+        """CREATE TABLE jobs (
     id TEXT PRIMARY KEY, job TEXT NOT NULL, owned INTEGER NOT NULL, client_id TEXT NOT NULL,
-    cancelled INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS callbacks (
+    cancelled INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        """CREATE TABLE callbacks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, body TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL);
-"""
+    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL)""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# SQLite's primary result codes that mean the database file or its disk is unusable,
+# not that the query is wrong: the store is down (errors.DependencyDown).
+_DOWN_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 
 
-class NotFound(LookupError):
-    pass
+def schema_version(db: sqlite3.Connection) -> int:
+    """How many MIGRATIONS `db` has applied (0 for an empty database)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
-class InvalidTransition(ValueError):
-    """The execution is not in a state that allows the change (API 409)."""
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Apply the MIGRATIONS `db` lacks, one transaction each; refuse a newer database."""
+    while True:
+        with db:
+            # The version is read inside the write lock, so two processes never apply one twice.
+            db.execute("BEGIN IMMEDIATE")
+            found, known = schema_version(db), len(MIGRATIONS)
+            if found > known:
+                raise SchemaTooNew(str(path), found, known)
+            if found == known:
+                return
+            for statement in MIGRATIONS[found]:
+                db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(found + 1),))
 
 
 def _encode(ex: Execution) -> str:
@@ -101,7 +146,12 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF in _DOWN_CODES:  # extended codes keep the primary in the low byte
+                raise DependencyDown("store", f"{self.path}: {exc}") from exc
+            raise
 
     async def open(self) -> None:
         await self._call(self._open)
@@ -113,8 +163,11 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            migrate(db, self.path)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     async def close(self) -> None:
@@ -133,7 +186,7 @@ class Store:
         """None when the store takes writes, else why not (for /readyz)."""
         try:
             await self._call(self._probe_write)
-        except (sqlite3.Error, RuntimeError, OSError) as exc:
+        except (DependencyDown, sqlite3.Error, RuntimeError, OSError) as exc:
             return f"store not writable: {exc}"
         return None
 
@@ -179,10 +232,12 @@ class Store:
 
         return await self._call(q)
 
-    async def list(
+    async def executions(
         self, state: ExecutionState | None = None, job_id: str | None = None, limit: int = 1000
     ) -> list[Execution]:
-        sql, args = "SELECT * FROM executions WHERE 1=1", []
+        """The newest executions first, optionally only those in `state` or of `job_id`."""
+        sql = "SELECT * FROM executions WHERE 1=1"
+        args: list[object] = []
         if state is not None:
             sql += " AND state = ?"
             args.append(state.value)
@@ -204,12 +259,11 @@ class Store:
         new: ExecutionState,
         comment: str = "",
         *,
-        expected: Iterable[ExecutionState] | None = None,
         version: int | None = None,
         **changes: Any,
     ) -> Execution:
-        """Move an execution to `new`, checking the expected states and version atomically."""
-        allowed = frozenset(expected) if expected is not None else None
+        """Move an execution to `new` if TRANSITIONS allows it from its current state and, when
+        `version` is given, the execution is still at that version; atomically, with its history."""
 
         def q() -> Execution:
             with self.db:
@@ -218,21 +272,25 @@ class Store:
                 if row is None:
                     raise NotFound(execution_id)
                 cur = _decode(row)
-                if cur.state.is_terminal:
-                    raise InvalidTransition(f"execution {execution_id} is already {cur.state.value}")
-                if allowed is not None and cur.state not in allowed:
-                    want = ", ".join(sorted(s.value for s in allowed))
-                    raise InvalidTransition(f"execution {execution_id} is {cur.state.value}, expected {want}")
                 if version is not None and cur.version != version:
-                    raise InvalidTransition(f"execution {execution_id} changed (version {cur.version})")
+                    why = f"it changed meanwhile (version {cur.version}, not {version})"
+                    raise InvalidTransition(execution_id, cur.state, new, why)
+                if not cur.state.may_move_to(new):
+                    why = (
+                        "it has already ended" if cur.state.is_terminal else "the lifecycle does not allow it"
+                    )
+                    raise InvalidTransition(execution_id, cur.state, new, why)
                 now = time.time()
-                nxt = replace(cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes)
+                nxt = replace(
+                    cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes
+                )
                 self.db.execute(
                     "UPDATE executions SET state = ?, version = ?, record = ?, updated_at = ? WHERE id = ?",
                     (new.value, nxt.version, _encode(nxt), now, execution_id),
                 )
                 self.db.execute(
-                    "INSERT INTO history VALUES (?, ?, ?, ?, ?)", (execution_id, cur.state.value, new.value, comment, now)
+                    "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
+                    (execution_id, cur.state.value, new.value, comment, now),
                 )
                 return nxt
 
@@ -243,11 +301,7 @@ class Store:
             rows = self.db.execute(
                 "SELECT * FROM history WHERE execution_id = ? ORDER BY rowid", (execution_id,)
             ).fetchall()
-            return [
-                Transition(ExecutionState(r["previous"]) if r["previous"] else None, ExecutionState(r["new"]),
-                           r["comment"], r["time"])
-                for r in rows
-            ]  # fmt: skip
+            return [_transition(r) for r in rows]
 
         return await self._call(q)
 
@@ -264,7 +318,15 @@ class Store:
         await self._call(
             lambda: self.db.execute(
                 "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.job_json, int(job.owned), job.client_id, int(job.cancelled), job.created_at, now),
+                (
+                    job.id,
+                    job.job_json,
+                    int(job.owned),
+                    job.client_id,
+                    int(job.cancelled),
+                    job.created_at,
+                    now,
+                ),
             )
         )
         return job
@@ -278,8 +340,10 @@ class Store:
 
         return await self._call(q)
 
-    async def list_jobs(self, client_id: str | None = None, limit: int = 1000) -> list[JobRecord]:
-        sql, args = "SELECT * FROM jobs", []
+    async def jobs(self, client_id: str | None = None, limit: int = 1000) -> list[JobRecord]:
+        """The newest jobs first, optionally only `client_id`'s."""
+        sql = "SELECT * FROM jobs"
+        args: list[object] = []
         if client_id is not None:
             sql += " WHERE client_id = ?"
             args.append(client_id)
@@ -291,7 +355,8 @@ class Store:
     async def add_callback(self, url: str, body: str) -> None:
         await self._call(
             lambda: self.db.execute(
-                "INSERT INTO callbacks (url, body, attempts, next_at) VALUES (?, ?, 0, ?)", (url, body, time.time())
+                "INSERT INTO callbacks (url, body, attempts, next_at) VALUES (?, ?, 0, ?)",
+                (url, body, time.time()),
             )
         )
 
@@ -314,13 +379,24 @@ class Store:
     async def callback_retry(self, callback_id: int, next_at: float) -> None:
         await self._call(
             lambda: self.db.execute(
-                "UPDATE callbacks SET attempts = attempts + 1, next_at = ? WHERE id = ?", (next_at, callback_id)
+                "UPDATE callbacks SET attempts = attempts + 1, next_at = ? WHERE id = ?",
+                (next_at, callback_id),
             )
         )
 
 
+def _transition(row: sqlite3.Row) -> Transition:
+    previous = ExecutionState(row["previous"]) if row["previous"] else None
+    return Transition(previous, ExecutionState(row["new"]), row["comment"], row["time"])
+
+
 def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
-        id=row["id"], job_json=row["job"], owned=bool(row["owned"]), client_id=row["client_id"],
-        cancelled=bool(row["cancelled"]), created_at=row["created_at"], updated_at=row["updated_at"],
-    )  # fmt: skip
+        id=row["id"],
+        job_json=row["job"],
+        owned=bool(row["owned"]),
+        client_id=row["client_id"],
+        cancelled=bool(row["cancelled"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

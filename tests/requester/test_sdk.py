@@ -113,7 +113,7 @@ async def test_sdk_cancels_a_running_job_and_another_client_cannot(
 
 async def wait_running(node: RunningNode, job_id: str) -> None:
     for _ in range(200):
-        if any(e.state is ExecutionState.RUNNING for e in await node.node.store.list(job_id=job_id)):
+        if any(e.state is ExecutionState.RUNNING for e in await node.node.store.executions(job_id=job_id)):
             return
         await node.node.compute.wait_changed(0.5)
     raise AssertionError(f"job {job_id} never ran")
@@ -130,7 +130,7 @@ async def test_refused_submissions_store_nothing(node: RunningNode) -> None:
         resp = await node.http.post("/requester/submit", content=body)
         assert resp.status_code == 403, resp.text
         assert why in resp.json()["reasons"][0] and resp.json()["error"]
-    assert await node.node.store.list_jobs() == []
+    assert await node.node.store.jobs() == []
 
 
 async def test_seed_shapes_and_ownership_over_raw_http(node: RunningNode) -> None:
