@@ -10,13 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from computenode.backends import Backends
+from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
-from computenode.compute import RESTART_REASON, BidDecision, Compute, with_identity
+from computenode.compute import RESTART_REASON, Compute, with_identity
 from computenode.config import NoopConfig
 from computenode.errors import ExecutionFailed, PublishFailed
 from computenode.executors import ExecutionRequest, Executor
@@ -38,6 +39,7 @@ from computenode.publishers import Publisher as PublisherBackend
 from computenode.publishers.noop import NoopPublisher
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
+from computenode.shards import ShardPlans
 from computenode.store import Execution, InvalidTransition, JobRecord, Store
 from computenode.verifiers.noop import NoopVerifier
 
@@ -51,12 +53,12 @@ JOB = with_identity(parse_job('{"APIVersion": "V1beta1", "Spec": {"Engine": "Noo
 
 @dataclass
 class Decider:
-    """The bid decision (Node.decide in production): pure logic, set per test."""
+    """The bid decision (the Bidder in production): pure logic, set per test."""
 
     reasons: list[str] = field(default_factory=list)
     shards: int = 1
 
-    async def __call__(self, job: Job) -> BidDecision:
+    async def decide(self, job: Job) -> BidDecision:
         return BidDecision(list(self.reasons), USAGE, self.shards)
 
 
@@ -70,6 +72,9 @@ class Flaky:
     async def check(self) -> str | None:
         return None
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def run(self, request: ExecutionRequest) -> RunCommandResult:
         self.runs += 1
         if self.runs <= self.failures:
@@ -81,14 +86,20 @@ class BrokenPublisher:
     async def check(self) -> str | None:
         return None
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def publish(
         self, execution_id: str, job_id: str, shard_index: int, node_id: str, results_dir: Path
     ) -> StorageSpec:
         raise PublishFailed("the publisher is broken", retryable=False)
 
 
-async def no_inputs(job: Job, index: int) -> list[Any]:
-    return []
+class NoInputs(ShardPlans):
+    """Every shard the Decider announces exists, with no inputs."""
+
+    async def inputs(self, job: Job, index: int) -> list[StorageSpec]:
+        return []
 
 
 @dataclass
@@ -108,7 +119,7 @@ class Parts:
             store=self.store,
             runner=self.runner,
             scheduler_factory=lambda start: Scheduler(TOTAL, ResourceUsageData(), [], start),
-            decide=self.decider,
+            bidder=self.decider,
             callbacks=CallbackSender(self.store, self.http),
             bid_expiry_s=bid_expiry_s,
             metrics=Metrics(),
@@ -125,14 +136,14 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     await store.open()
     executors: dict[Engine, Executor] = {Engine.NOOP: NoopExecutor(NoopConfig())}
     publishers: dict[Publisher, PublisherBackend] = {Publisher.NOOP: NoopPublisher()}
+    backends = Backends(
+        executors=executors, publishers=publishers, verifiers={Verifier.NOOP: NoopVerifier()}
+    )
     runner = Runner(
         node_id="n-unit",
         work_root=tmp_path / "executions",
-        executors=executors,
-        storage={},
-        verifiers={Verifier.NOOP: NoopVerifier()},
-        publishers=publishers,
-        shard_inputs=no_inputs,
+        backends=backends,
+        plans=NoInputs({}),
         default_publisher=Publisher.NOOP,
         default_timeout_s=30.0,
     )
