@@ -15,7 +15,8 @@
      │    ├── NotFound            no such execution or job (API 404)
      │    ├── InvalidTransition   the lifecycle forbids the change (API 409)
      │    └── SchemaTooNew        the database was written by a newer computenode
-     └── DependencyDown       a service the node needs is unreachable (shown in /readyz)
+     ├── DependencyDown       a service the node needs is unreachable (shown in /readyz)
+     └── DataDirInUse         another node process holds the data_dir (start-up refused)
 
 Any other exception is a bug: it is logged with its traceback and the execution is
 Failed with "internal error, see node log".
@@ -130,3 +131,11 @@ class DependencyDown(ComputeNodeError):
         self.dependency = dependency
         self.reason = reason
         super().__init__(f"{dependency}: {reason}")
+
+
+class DataDirInUse(ComputeNodeError):
+    """Another process holds the data_dir: two nodes on one store would run every shard twice."""
+
+    def __init__(self, data_dir: str, pid: str) -> None:
+        self.data_dir, self.pid = data_dir, pid
+        super().__init__(f"data_dir {data_dir} is in use by pid {pid or '(unknown)'}")

@@ -21,6 +21,7 @@ from computenode.capacity.fingerprint import NodeLimits
 from computenode.cleanup import clean
 from computenode.compute import Compute
 from computenode.config import Settings, load_settings
+from computenode.datadir import DataDirClaim
 from computenode.errors import SpecError
 from computenode.executors.base import Recoverable
 from computenode.health import Health
@@ -118,7 +119,9 @@ class Node:
         from computenode.capacity.fingerprint import gpu_indexes
 
         s = self.settings
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        claim = DataDirClaim(self.data_dir)
+        claim.acquire()  # before the store: a second node on this data_dir touches nothing
+        stack.callback(claim.release)
         self.store = Store(self.data_dir / "computenode.db")
         await self.store.open()
         stack.push_async_callback(self.store.close)

@@ -194,3 +194,23 @@ def test_second_sigterm_skips_the_grace(daemon) -> None:
     assert d.wait_exit(timeout_s=20) == 0
     d.start()
     assert d.get(f"/api/v1/jobs/{job_id}").json()["State"] == "Cancelled"
+
+
+def test_two_nodes_on_one_data_dir_the_second_refuses(daemon) -> None:
+    first = daemon()
+    first.start()
+    data_dir = first.config["node"]["data_dir"]
+    db = Path(data_dir) / "computenode.db"
+    before = db.stat().st_mtime_ns
+    second = daemon(node={"id": "n-ops-2", "data_dir": data_dir})
+    second.start(wait=False)
+    assert second.wait_exit() == 1
+    assert first.proc is not None
+    assert f"data_dir {data_dir} is in use by pid {first.proc.pid}" in second.log_path.read_text()
+    assert db.stat().st_mtime_ns == before  # refused before it touched the store
+    assert first.get("/healthz").status_code == 200
+    # The claim dies with its process, kill -9 included: a restart is never blocked by a stale file.
+    first.signal(signal.SIGKILL)
+    first.wait_exit()
+    second.start()
+    assert second.get("/api/v1/node").json()["ID"] == "n-ops-2"
