@@ -26,22 +26,13 @@ from computenode.client import (
 from computenode.errors import ComputeNodeError, SpecError
 from computenode.model import Job, parse_job
 from computenode.model.quantity import format_bytes, format_cpu
+from computenode.version import version
 
 if TYPE_CHECKING:
     from computenode.check import CheckReport
 
 OK, FAILED, INVALID = 0, 1, 2
 STATUS_EXECUTIONS = 10
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("computenode")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _err(*lines: str) -> None:
@@ -76,7 +67,9 @@ def _settings(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
     try:
         return load_settings(path, overrides)
     except SpecError as exc:
-        _err(f"{path or 'configuration'}: invalid configuration", *(f"  {line}" for line in _field_lines(exc)))
+        _err(
+            f"{path or 'configuration'}: invalid configuration", *(f"  {line}" for line in _field_lines(exc))
+        )
         return None
 
 
@@ -169,7 +162,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 _dump(created)
             else:
                 print(f"job {job_id} submitted ({len(created.get('Executions') or [])} shard(s))")
-                print(f"  wait for it: computenode submit --wait, or read it: computenode get {job_id} --output-dir DIR")
+                print(
+                    f"  wait for it: computenode submit --wait, or read it: computenode get {job_id} --output-dir DIR"
+                )
             return OK
         if not args.json:
             _err(f"job {job_id} submitted; waiting for it to finish")
@@ -186,7 +181,9 @@ def _print_job(job_id: str, job: dict[str, Any]) -> None:
     for shard in job.get("Shards") or []:
         run = shard.get("RunOutput") or {}
         code = run.get("exitCode")
-        print(f"shard {shard.get('ShardIndex')}: {shard.get('State')}" + (f", exit code {code}" if run else ""))
+        print(
+            f"shard {shard.get('ShardIndex')}: {shard.get('State')}" + (f", exit code {code}" if run else "")
+        )
         if shard.get("State") in ("Error", "Cancelled") and shard.get("Status"):
             print(f"  reason: {shard['Status']}")
         if run.get("runnerError"):
@@ -224,9 +221,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         _dump({"Node": info, "Ready": ready, "Executions": recent})
         return OK if code == 200 else FAILED
     cap = info.get("Capacity") or {}
-    print(f"node {info.get('ID')} (computenode {info.get('Version')}) at {args.node}: {ready.get('status', code)}")
-    print(f"  engines: {', '.join(info.get('Engines') or []) or 'none'}; publishers: {', '.join(info.get('Publishers') or [])}")
-    print(f"  running {info.get('Running')}, enqueued {info.get('Enqueued')}, draining {info.get('Draining')}")
+    print(
+        f"node {info.get('ID')} (computenode {info.get('Version')}) at {args.node}: {ready.get('status', code)}"
+    )
+    print(
+        f"  engines: {', '.join(info.get('Engines') or []) or 'none'}; publishers: {', '.join(info.get('Publishers') or [])}"
+    )
+    print(
+        f"  running {info.get('Running')}, enqueued {info.get('Enqueued')}, draining {info.get('Draining')}"
+    )
     for name in ("Total", "Available", "JobMax"):
         if cap.get(name):
             print(f"  {name.lower()}: {_wire_usage(cap[name])}")
@@ -234,7 +237,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name}: {'ok' if check.get('ok') else check.get('reason', 'down')}")
     print(f"executions (newest {STATUS_EXECUTIONS}):" if recent else "executions: none")
     for ex in recent:
-        print(f"  {ex['ExecutionID']}  job {ex['JobID']} shard {ex['ShardIndex']}  {ex['State']}  {ex.get('Comment', '')}")
+        print(
+            f"  {ex['ExecutionID']}  job {ex['JobID']} shard {ex['ShardIndex']}  {ex['State']}  {ex.get('Comment', '')}"
+        )
     return OK if code == 200 else FAILED
 
 
@@ -258,7 +263,9 @@ def cmd_drain(args: argparse.Namespace) -> int:
     mode = "fast" if args.fast else "off" if args.off else "graceful"
     with _client(args) as client:
         answer = client.drain(mode)
-    print(f"drain {answer.get('Mode', mode)}: node is {'draining' if answer.get('Draining') else 'taking jobs'}")
+    print(
+        f"drain {answer.get('Mode', mode)}: node is {'draining' if answer.get('Draining') else 'taking jobs'}"
+    )
     return OK
 
 
@@ -266,7 +273,9 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", default=DEFAULT_NODE, metavar="URL", help=f"the node's API (default {DEFAULT_NODE})")
+    p.add_argument(
+        "--node", default=DEFAULT_NODE, metavar="URL", help=f"the node's API (default {DEFAULT_NODE})"
+    )
     p.add_argument("--token", default="", help="bearer token (default: $COMPUTENODE_TOKEN)")
 
 

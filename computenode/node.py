@@ -42,10 +42,11 @@ from computenode.storage.base import StorageProvider
 from computenode.store import Store
 from computenode.systemd import notify_loop, sd_notify
 from computenode.verifiers.base import Verifier as VerifierBackend
+from computenode.version import __version__
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = __version__
 DRAIN_KEY = "draining"
 FINAL_CALLBACKS_S = 5.0
 ESTUARY_AS_IPFS = True  # Bacalhau v0.3.23 published Estuary jobs to IPFS when no Estuary key was set
