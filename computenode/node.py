@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from computenode import shards as shard_plan
+from computenode.api.base import Capacity
 from computenode.callbacks import CallbackSender
 from computenode.cleanup import clean
 from computenode.compute import BidDecision, Compute
@@ -29,6 +30,7 @@ from computenode.health import Health
 from computenode.metrics import Metrics
 from computenode.model import (
     Engine,
+    ExecutionState,
     Job,
     Publisher,
     Spec,
@@ -39,7 +41,7 @@ from computenode.publishers.base import Publisher as PublisherBackend
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.storage.base import StorageProvider
-from computenode.store import Store
+from computenode.store import Execution, JobRecord, Store, Transition
 from computenode.systemd import notify_loop, sd_notify
 from computenode.verifiers.base import Verifier as VerifierBackend
 from computenode.version import __version__
@@ -220,6 +222,81 @@ class Node:
         host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
         port = self.api_address[1] if self.api_address else api.port
         return f"http://{host}:{port}"
+
+    # -- the API's view of the node (computenode/api/base.py's NodeView) ------------------------
+    @property
+    def api_token(self) -> str:
+        return self.settings.api.token
+
+    @property
+    def draining(self) -> bool:
+        return self.compute.draining
+
+    @property
+    def engines(self) -> list[str]:
+        return sorted(e.value for e in self.backends.executors)
+
+    @property
+    def storage_sources(self) -> list[str]:
+        return sorted(s.value for s in self.backends.storage)
+
+    @property
+    def publishers(self) -> list[str]:
+        return sorted(p.value for p in self.backends.publishers)
+
+    def capacity(self) -> Capacity:
+        sched = self.compute.scheduler
+        return Capacity(
+            total=self.limits.total,
+            available=sched.available,
+            reserved=sched.pending_usage,
+            running=sched.running_usage,
+            job_max=self.limits.job_max,
+            running_executions=len(sched.running),
+            queued_executions=len(sched.queued),
+        )
+
+    def dependency_reasons(self) -> dict[str, str | None]:
+        return dict(self.health.reasons)
+
+    def usable_engines(self) -> list[str]:
+        reasons = self.health.reasons
+        up = [e for e in self.backends.executors if reasons.get(engine_key(e), "unchecked") is None]
+        return sorted(e.value for e in up)
+
+    def log_path(self, execution_id: str, stream: str) -> Path:
+        return self.compute.runner.results_dir(execution_id) / stream
+
+    def results_archive(self, execution_id: str) -> Path | None:
+        from computenode.publishers.local import LocalPublisher
+
+        local = self.backends.publishers.get(Publisher.LOCAL)
+        return local.path_for(execution_id) if isinstance(local, LocalPublisher) else None
+
+    async def execution(self, execution_id: str) -> Execution:
+        return await self.store.get(execution_id)
+
+    async def execution_history(self, execution_id: str) -> list[Transition]:
+        return await self.store.history(execution_id)
+
+    async def executions(
+        self, state: ExecutionState | None = None, job_id: str | None = None, limit: int = 1000
+    ) -> list[Execution]:
+        return await self.store.list(state=state, job_id=job_id, limit=limit)
+
+    async def active_executions(self) -> list[Execution]:
+        return await self.store.active()
+
+    async def execution_counts(self) -> dict[ExecutionState, int]:
+        return await self.store.counts()
+
+    async def job_record(self, job_id: str) -> JobRecord:
+        return await self.store.get_job(job_id)
+
+    async def client_jobs(self, client_id: str, limit: int) -> list[JobRecord]:
+        return await self.store.list_jobs(client_id=client_id, limit=limit)
+
+    # -- end of the API's view ------------------------------------------------------------------
 
     # -- bidding ----------------------------------------------------------------------------
     async def installed(self, spec: Spec) -> list[str]:
