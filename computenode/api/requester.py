@@ -84,6 +84,11 @@ def _refused(reason: str) -> web.Response:
     return error_response(403, "request refused: " + reason, [reason])
 
 
+async def _verified(request: web.Request, payload_keys: tuple[str, ...]) -> SignedPayload:
+    """The request's signed payload (SignatureError if not); a large body is checked in a thread."""
+    return await off_loop(partial(verify_request, payload_keys=payload_keys), await read_body(request))
+
+
 def _time(ts: float) -> str:
     if not ts:
         return GO_ZERO_TIME
@@ -97,9 +102,7 @@ class RequesterApi:
     # -- signed calls -----------------------------------------------------------------------------
     async def submit(self, request: web.Request) -> web.Response:
         try:
-            signed = await off_loop(
-                partial(verify_request, payload_keys=SUBMIT_KEYS), await read_body(request)
-            )
+            signed = await _verified(request, SUBMIT_KEYS)
         except SignatureError as exc:
             return _refused(exc.reason)
         job = await job_from_payload(signed)
@@ -109,9 +112,7 @@ class RequesterApi:
 
     async def cancel(self, request: web.Request) -> web.Response:
         try:
-            signed = await off_loop(
-                partial(verify_request, payload_keys=CANCEL_KEYS), await read_body(request)
-            )
+            signed = await _verified(request, CANCEL_KEYS)
         except SignatureError as exc:
             return _refused(exc.reason)
         job_id = str_field(signed.payload, "JobID")
