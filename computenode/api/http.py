@@ -27,6 +27,7 @@ T = TypeVar("T")
 MAX_BODY = 11 * 1024 * 1024  # a job document's 10 MB limit plus its envelope
 THREAD_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a thread, not on the event loop
 INTERNAL_ERROR = "internal error, see node log"
+RESPONSE_STARTED = web.RequestKey("response_started", bool)
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -75,7 +76,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise  # the client went away mid-answer: nothing to answer, and not a bug
     except Exception:
         log.exception("request failed", extra={"method": request.method, "path": request.path})
+        if request.get(RESPONSE_STARTED):
+            raise  # part of the answer is sent: aiohttp closes the connection instead
         return error_response(500, INTERNAL_ERROR)
+
+
+async def mark_response_started(request: web.Request, response: web.StreamResponse) -> None:
+    """An on_response_prepare hook: a streamed answer has begun, so no error answer can follow."""
+    request[RESPONSE_STARTED] = True
 
 
 # -- bodies -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from computenode.api.http import (
     field,
     json_body,
     json_response,
+    mark_response_started,
     required_field,
 )
 from computenode.api.logs import stream_logs
@@ -48,6 +49,7 @@ class ApiServer:
     def __init__(self, node: NodeView) -> None:
         self.node = node
         self.app = web.Application(middlewares=[errors_middleware, self._auth], client_max_size=MAX_BODY)
+        self.app.on_response_prepare.append(mark_response_started)
         self.runner: web.AppRunner | None = None
         r = self.app.router
         r.add_get("/", self.dashboard)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from computenode.api.base import NodeView
@@ -89,3 +90,29 @@ async def test_malformed_bodies_and_unknown_paths_get_json_errors(make_node: Any
     assert unknown.status_code == 404 and "error" in unknown.json()
     wrong_method = await rn.http.delete("/healthz")
     assert wrong_method.status_code == 405 and "GET" in wrong_method.headers["Allow"]
+
+
+async def test_error_mid_stream_closes_the_connection_and_node_stays_up(
+    make_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "delay": "60s"}})
+    job_id = (await rn.http.post("/api/v1/jobs", json={"Spec": {"Engine": "Noop"}})).json()["JobID"]
+    [ex] = (await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]
+    eid = ex["ExecutionID"]
+    await rn.wait_execution(eid, {"Running"})
+    calls = 0
+    execution = rn.node.execution
+
+    async def fails_later(execution_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # after the log stream has begun
+            raise RuntimeError("a bug mid-stream")
+        return await execution(execution_id)
+
+    monkeypatch.setattr(rn.node, "execution", fails_later)
+    with pytest.raises(httpx.RemoteProtocolError):  # no JSON error glued onto a half-sent answer
+        await rn.http.get(f"/api/v1/executions/{eid}/logs?follow=true")
+    monkeypatch.undo()
+    assert (await rn.http.get("/healthz")).status_code == 200
+    await rn.http.post(f"/api/v1/jobs/{job_id}/cancel")
