@@ -26,22 +26,13 @@ from computenode.client import (
 from computenode.errors import ComputeNodeError, SpecError
 from computenode.model import Job, parse_job
 from computenode.model.quantity import format_bytes, format_cpu
+from computenode.version import version
 
 if TYPE_CHECKING:
     from computenode.check import CheckReport
 
 OK, FAILED, INVALID = 0, 1, 2
 STATUS_EXECUTIONS = 10
-
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("computenode")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _err(*lines: str) -> None:

@@ -19,6 +19,8 @@ from typing import IO, Any
 
 import httpx
 
+from computenode.multiaddr import http_url
+
 DEFAULT_NODE = "http://127.0.0.1:1234"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
 TERMINAL_JOB_STATES = frozenset({"Completed", "PartialError", "Error", "Cancelled"})
@@ -48,7 +50,7 @@ class NodeError(ClientError):
 
 
 def error_from_response(resp: httpx.Response) -> NodeError:
-    """The node's error body as one message and its detail lines (docs/cli.md)."""
+    """The node's error body (`error`, `errors`, `reasons`) as one message and its detail lines."""
     try:
         body = resp.json()
     except ValueError:
@@ -56,25 +58,18 @@ def error_from_response(resp: httpx.Response) -> NodeError:
     if not isinstance(body, dict):
         text = resp.text.strip().splitlines()
         return NodeError(resp.status_code, text[0] if text else resp.reason_phrase)
-    details = [f"{e.get('field') or '(document)'}: {e.get('message')}" for e in body.get("errors") or []
-               if isinstance(e, dict)]  # fmt: skip
+    errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    details = [f"{e.get('field') or '(document)'}: {e.get('message')}" for e in errors]
     details += [str(r) for r in body.get("reasons") or []]
     return NodeError(resp.status_code, str(body.get("error") or resp.reason_phrase), details)
 
 
 def multiaddr_to_url(addr: str) -> str:
     """`/ip4/127.0.0.1/tcp/5001` -> `http://127.0.0.1:5001` (an http(s) URL passes through)."""
-    if addr.startswith(("http://", "https://")):
-        return addr.rstrip("/")
-    parts = addr.strip("/").split("/")
-    if len(parts) >= 4 and parts[2] == "tcp" and parts[3].isdigit():
-        proto, host, port = parts[0], parts[1], parts[3]
-        if proto == "ip6":
-            host = f"[{host}]"
-        if proto in ("ip4", "ip6", "dns", "dns4", "dns6"):
-            scheme = "https" if parts[4:5] == ["https"] else "http"
-            return f"{scheme}://{host}:{port}"
-    raise ClientError(f"{addr!r} is not an IPFS API multiaddr like /ip4/127.0.0.1/tcp/5001")
+    try:
+        return http_url(addr)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
 
 
 class NodeClient:
@@ -94,7 +89,9 @@ class NodeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, extra: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, extra: dict[str, str] | None = None, **kw: Any
+    ) -> httpx.Response:
         url = f"{self.base_url}{path}"
         try:
             resp = self.http.request(method, url, headers=self._auth | (extra or {}), **kw)
@@ -111,7 +108,9 @@ class NodeClient:
         try:
             return resp.json()
         except ValueError:
-            raise NodeError(resp.status_code, f"the node answered {path} with something that is not JSON") from None
+            raise NodeError(
+                resp.status_code, f"the node answered {path} with something that is not JSON"
+            ) from None
 
     # -- the API --------------------------------------------------------------------------------
     def submit(self, document: bytes, content_type: str = "application/json") -> dict[str, Any]:
@@ -177,10 +176,14 @@ class NodeClient:
         base = multiaddr_to_url(api)
         with self._archive() as tmp:
             try:
-                with self.http.stream("POST", f"{base}/api/v0/get", params={"arg": cid, "archive": "true"}) as resp:
+                with self.http.stream(
+                    "POST", f"{base}/api/v0/get", params={"arg": cid, "archive": "true"}
+                ) as resp:
                     if resp.status_code != 200:
                         resp.read()
-                        raise ClientError(f"IPFS get {cid} failed (HTTP {resp.status_code}): {_ipfs_message(resp)}")
+                        raise ClientError(
+                            f"IPFS get {cid} failed (HTTP {resp.status_code}): {_ipfs_message(resp)}"
+                        )
                     for chunk in resp.iter_bytes():
                         tmp.write(chunk)
             except httpx.TransportError as exc:
@@ -233,7 +236,7 @@ def move_contents(src: Path, dest: Path) -> None:
 
 
 def fetch_job_results(client: NodeClient, job: dict[str, Any], out: Path, ipfs_api: str) -> list[str]:
-    """Lay a job's results out as docs/cli.md says (combined/ and per_shard/); the warnings for shards without results.
+    """Lay a job's results out under `out`; the warnings for shards without results.
 
     out/per_shard/<index>/  that shard's results dir (stdout, stderr, exitCode, a folder per output)
     out/combined/<Name>/    each output's files merged over the shards, later shards overwriting
@@ -288,10 +291,10 @@ def combine(shard_dirs: list[Path], combined: Path) -> None:
         for shard_dir in shard_dirs:
             for entry in sorted(shard_dir.iterdir()):
                 if entry.name in streams and entry.is_file():
-                    with entry.open("rb") as f:
-                        shutil.copyfileobj(f, streams[entry.name])
+                    with entry.open("rb") as src:
+                        shutil.copyfileobj(src, streams[entry.name])
                 elif entry.is_dir() and not entry.is_symlink():
                     shutil.copytree(entry, combined / entry.name, dirs_exist_ok=True, symlinks=True)
     finally:
-        for stream in streams.values():
-            stream.close()
+        for out in streams.values():
+            out.close()

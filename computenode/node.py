@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from computenode.backends import Availability, Backends, build_backends
+from computenode.api.base import Capacity
+from computenode.backends import Availability, Backends, build_backends, engine_key
 from computenode.bidding import Bidder
 from computenode.callbacks import CallbackSender
 from computenode.capacity.fingerprint import NodeLimits
@@ -26,17 +27,18 @@ from computenode.errors import SpecError
 from computenode.executors.base import Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
-from computenode.model import Publisher
+from computenode.model import ExecutionState, Publisher
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.shards import ShardPlans
-from computenode.store import Store
+from computenode.store import Execution, JobRecord, Store, Transition
 from computenode.supervisor import Supervisor
 from computenode.systemd import notify_loop, sd_notify
+from computenode.version import __version__
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = __version__
 DRAIN_KEY = "draining"
 FINAL_CALLBACKS_S = 5.0
 
@@ -102,6 +104,82 @@ class Node:
         if hasattr(self, "availability"):
             return dict(self.availability.labels())
         return dict(self.settings.node.labels)
+
+    # -- the API's view of the node (computenode/api/base.py's NodeView) ------------------------
+    @property
+    def api_token(self) -> str:
+        return self.settings.api.token
+
+    @property
+    def draining(self) -> bool:
+        return self.compute.draining
+
+    @property
+    def engines(self) -> list[str]:
+        return sorted(e.value for e in self.backends.executors)
+
+    @property
+    def storage_sources(self) -> list[str]:
+        return sorted(s.value for s in self.backends.storage)
+
+    @property
+    def publishers(self) -> list[str]:
+        return sorted(p.value for p in self.backends.publishers)
+
+    def capacity(self) -> Capacity:
+        sched = self.compute.scheduler
+        return Capacity(
+            total=self.limits.total,
+            available=sched.available,
+            reserved=sched.pending_usage,
+            running=sched.running_usage,
+            job_max=self.limits.job_max,
+            running_executions=len(sched.running),
+            queued_executions=len(sched.queued),
+        )
+
+    def dependency_reasons(self) -> dict[str, str | None]:
+        return dict(self.health.reasons)
+
+    def usable_engines(self) -> list[str]:
+        reasons = self.health.reasons
+        up = [e for e in self.backends.executors if reasons.get(engine_key(e), "unchecked") is None]
+        return sorted(e.value for e in up)
+
+    def log_path(self, execution_id: str, stream: str) -> Path:
+        return self.compute.runner.results_dir(execution_id) / stream
+
+    def results_archive(self, execution_id: str) -> Path | None:
+        from computenode.publishers.local import LocalPublisher
+
+        local = self.backends.publishers.get(Publisher.LOCAL)
+        return local.path_for(execution_id) if isinstance(local, LocalPublisher) else None
+
+    async def execution(self, execution_id: str) -> Execution:
+        return await self.store.get(execution_id)
+
+    async def execution_history(self, execution_id: str) -> list[Transition]:
+        return await self.store.history(execution_id)
+
+    async def executions(
+        self, state: ExecutionState | None = None, job_id: str | None = None, limit: int = 1000
+    ) -> list[Execution]:
+        return await self.store.executions(state=state, job_id=job_id, limit=limit)
+
+    async def active_executions(self) -> list[Execution]:
+        return await self.store.active()
+
+    async def execution_counts(self) -> dict[ExecutionState, int]:
+        return await self.store.counts()
+
+    async def job_record(self, job_id: str) -> JobRecord:
+        return await self.store.get_job(job_id)
+
+    async def client_jobs(self, client_id: str, limit: int) -> list[JobRecord]:
+        return await self.store.jobs(client_id=client_id, limit=limit)
+
+    # -- end of the API's view ------------------------------------------------------------------
+
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:

@@ -10,7 +10,7 @@ from computenode.model import ResourceUsageData
 from computenode.model.quantity import format_bytes
 
 if TYPE_CHECKING:
-    from computenode.node import Node
+    from computenode.api.base import NodeView
     from computenode.store import Execution
 
 _CSS = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.3em}
@@ -52,14 +52,15 @@ def _execution_rows(executions: list[Execution]) -> str:
             f"<td>{ex.shard_index}</td><td>{ex.state.value}</td><td>{end - ex.created_at:.1f} s</td>"
             f"<td>{html.escape(ex.comment)}</td></tr>"
         )
-    head = "<tr><th>Execution</th><th>Job</th><th>Shard</th><th>State</th><th>Duration</th><th>Comment</th></tr>"
+    head = "".join(f"<th>{h}</th>" for h in ("Execution", "Job", "Shard", "State", "Duration", "Comment"))
+    head = f"<tr>{head}</tr>"
     return "<table>" + head + "".join(rows) + "</table>" if rows else "<p>None.</p>"
 
 
-async def render(node: Node, readiness: tuple[int, dict[str, object]]) -> str:
-    sched = node.compute.scheduler
-    active = await node.store.active()
-    recent = [e for e in await node.store.executions(limit=25) if e.state.is_terminal]
+async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> str:
+    cap = node.capacity()
+    active = await node.active_executions()
+    recent = [e for e in await node.executions(limit=25) if e.state.is_terminal]
     code, ready = readiness
     checks = ready["checks"]
     assert isinstance(checks, dict)
@@ -68,13 +69,16 @@ async def render(node: Node, readiness: tuple[int, dict[str, object]]) -> str:
         f"{'ok' if c['ok'] else html.escape(str(c.get('reason', 'down')))}</td></tr>"
         for name, c in checks.items()
     )
-    labels = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(node.labels.items())) or "(none)"
-    return f"""<!doctype html><html><head><meta charset=utf-8><title>computenode {html.escape(node.node_id)}</title>
+    labels = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(node.labels.items()))
+    node_id = html.escape(node.node_id)
+    status = f"<b class={'ok' if code == 200 else 'bad'}>{html.escape(str(ready['status']))}</b>"
+    counts = f"Running {cap.running_executions} · Queued {cap.queued_executions} · Draining {node.draining}"
+    return f"""<!doctype html><html><head><meta charset=utf-8><title>computenode {node_id}</title>
 <meta http-equiv=refresh content=5><style>{_CSS}</style></head><body>
-<h1>computenode <code id=node-id>{html.escape(node.node_id)}</code></h1>
-<p>Labels: {labels} · Readiness: <b class={'ok' if code == 200 else 'bad'}>{html.escape(str(ready['status']))}</b>
-· Running {len(sched.running)} · Queued {len(sched.queued)} · Draining {node.compute.draining}</p>
-<h2>Capacity</h2>{_bars(node.limits.total, sched.running_usage, sched.pending_usage)}
+<h1>computenode <code id=node-id>{node_id}</code></h1>
+<p>Labels: {labels or "(none)"} · Readiness: {status}
+· {counts}</p>
+<h2>Capacity</h2>{_bars(cap.total, cap.running, cap.reserved)}
 <h2>Active executions</h2>{_execution_rows(active)}
 <h2>Recent executions</h2>{_execution_rows(recent)}
 <h2>Dependencies</h2><table>{check_rows}</table>

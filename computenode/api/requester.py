@@ -8,24 +8,36 @@ v0.3.23's pkg/model; docs/bacalhau-compat.md lists the differences.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
 import json
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from computenode.api.http import (
+    error_response,
+    field,
+    json_body,
+    json_response,
+    off_loop,
+    read_body,
+    str_field,
+)
 from computenode.api.signatures import SignatureError, SignedPayload, verify_request
 from computenode.api.views import job_state
 from computenode.errors import SpecError
 from computenode.model import ExecutionState, Job, StorageSource, StorageSpec, job_from_document
 from computenode.store import Execution, JobRecord, NotFound, Transition
+from computenode.version import version as package_version
 
 if TYPE_CHECKING:
-    from computenode.node import Node
+    from computenode.api.base import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ SUBMIT_KEYS = ("job_create_payload", "jobCreatePayload", "data")
 CANCEL_KEYS = ("job_cancel_payload", "payload")
 CONTEXT_PATH = "/job"  # where v0.3 mounted a submitted build context
 MAX_LIST = 1000
+MAX_CLIENT_JOBS = 100_000  # how many of a client's jobs a read looks through
 
 # The compute node's states as v0.3.23's requester named its execution states.
 V03_EXECUTION_STATE = {
@@ -51,24 +64,29 @@ V03_EXECUTION_STATE = {
 }
 
 
-def add_requester_routes(app: web.Application, node: Node) -> None:
+def add_requester_routes(app: web.Application, node: NodeView) -> None:
     api = RequesterApi(node)
     r = app.router
-    for name in ("submit", "states", "results", "list", "events", "cancel"):
-        r.add_post(f"/requester/{name}", getattr(api, name))
+    r.add_post("/requester/submit", api.submit)
+    r.add_post("/requester/states", api.states)
+    r.add_post("/requester/results", api.results)
+    r.add_post("/requester/list", api.list_jobs)
+    r.add_post("/requester/events", api.events)
+    r.add_post("/requester/cancel", api.cancel)
     r.add_get("/node_info", api.node_info)
     r.add_get("/id", api.id)
     r.add_get("/livez", api.livez)
     r.add_post("/version", api.version)
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+def _refused(reason: str) -> web.Response:
+    log.info("signed request refused", extra={"reason": reason})
+    return error_response(403, "request refused: " + reason, [reason])
 
 
-def _refused(exc: SignatureError) -> web.Response:
-    log.info("signed request refused", extra={"reason": exc.reason})
-    return _json({"error": "request refused: " + exc.reason, "reasons": [exc.reason]}, 403)
+async def _verified(request: web.Request, payload_keys: tuple[str, ...]) -> SignedPayload:
+    """The request's signed payload (SignatureError if not); a large body is checked in a thread."""
+    return await off_loop(partial(verify_request, payload_keys=payload_keys), await read_body(request))
 
 
 def _time(ts: float) -> str:
@@ -78,105 +96,110 @@ def _time(ts: float) -> str:
 
 
 class RequesterApi:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeView) -> None:
         self.node = node
 
     # -- signed calls -----------------------------------------------------------------------------
     async def submit(self, request: web.Request) -> web.Response:
         try:
-            signed = verify_request(await request.read(), SUBMIT_KEYS)
+            signed = await _verified(request, SUBMIT_KEYS)
         except SignatureError as exc:
-            return _refused(exc)
+            return _refused(exc.reason)
         job = await job_from_payload(signed)
         job, _ = await self.node.compute.submit(job, signed.client_id)
         log.info("signed job submitted", extra={"job_id": job.id, "client_id": signed.client_id})
-        return _json({"job": job.to_wire()})
+        return json_response({"job": job.to_wire()})
 
     async def cancel(self, request: web.Request) -> web.Response:
         try:
-            signed = verify_request(await request.read(), CANCEL_KEYS)
+            signed = await _verified(request, CANCEL_KEYS)
         except SignatureError as exc:
-            return _refused(exc)
-        job_id = _str(signed.payload, "JobID")
+            return _refused(exc.reason)
+        job_id = str_field(signed.payload, "JobID")
         rec = await self._own_job(signed.client_id, job_id, signed=True)
         if rec.client_id != signed.client_id:
-            reason = "the job belongs to another client: only its owner may cancel it"
-            return _json({"error": "request refused: " + reason, "reasons": [reason]}, 403)
+            return _refused("the job belongs to another client: only its owner may cancel it")
         state = await self._job_state(rec)
         if state["State"] not in ("New", "InProgress"):
             reason = f"job {rec.id} is already {state['State']}"
-            return _json({"error": "cannot cancel: " + reason, "reasons": [reason]}, 409)
+            return error_response(409, "cannot cancel: " + reason, [reason])
         await self.node.compute.cancel_job(rec.id)
         log.info("signed job cancelled", extra={"job_id": rec.id, "client_id": signed.client_id})
-        return _json({"state": await self._job_state(await self.node.store.get_job(rec.id))})
+        return json_response({"state": await self._job_state(await self.node.job_record(rec.id))})
 
     # -- reads (by client_id, unsigned as in v0.3.23) -----------------------------------------------
     async def states(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
-        return _json({"state": await self._job_state(rec)})
+        return json_response({"state": await self._job_state(rec)})
 
     async def results(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
-        done = [
-            e
-            for e in await self.node.store.executions(job_id=rec.id)
-            if e.state is S.COMPLETED and e.published
-        ]
-        done.sort(key=lambda e: (e.shard_index, e.created_at))
-        return _json({"results": [
-            {"NodeID": self.node.node_id, "ShardIndex": e.shard_index, "Data": (e.published or StorageSpec()).to_wire()}
+        executions = await self.node.executions(job_id=rec.id)
+        done = sorted(
+            (e for e in executions if e.state is S.COMPLETED and e.published),
+            key=lambda e: (e.shard_index, e.created_at),
+        )
+        results = [
+            {
+                "NodeID": self.node.node_id,
+                "ShardIndex": e.shard_index,
+                "Data": (e.published or StorageSpec()).to_wire(),
+            }
             for e in done
-        ]})  # fmt: skip
+        ]
+        return json_response({"results": results})
 
     async def events(self, request: web.Request) -> web.Response:
         rec = await self._request_job(request)
-        return _json({"events": await self._history(rec)})
+        return json_response({"events": await self._history(rec)})
 
-    async def list(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        client_id = _str(body, "client_id")
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        body = await json_body(request, empty_ok=True)
+        client_id = str_field(body, "client_id")
         if not client_id:
             raise SpecError([("client_id", "is required: a client lists only its own jobs")])
-        records = await self.node.store.jobs(client_id=client_id, limit=100_000)
-        records = _select(records, body)
+        records = await self.node.client_jobs(client_id, MAX_CLIENT_JOBS)
+        # Filtering decodes every job's JSON: in a thread, as a client may own many jobs.
+        records = await asyncio.to_thread(_select, records, body)
         jobs = []
         for rec in records:
             jobs.append({"Job": json.loads(rec.job_json), "State": await self._job_state(rec)})
-        return _json({"jobs": jobs})
+        return json_response({"jobs": jobs})
 
     # -- node -------------------------------------------------------------------------------------
     async def node_info(self, request: web.Request) -> web.Response:
-        node = self.node
-        sched = node.compute.scheduler
-        return _json({
+        node, cap = self.node, self.node.capacity()
+        compute_info = {
+            "ExecutionEngines": node.engines,
+            "MaxCapacity": cap.total.to_wire(),
+            "AvailableCapacity": cap.available.to_wire(),
+            "MaxJobRequirements": cap.job_max.to_wire(),
+            "RunningExecutions": cap.running_executions,
+            "EnqueuedExecutions": cap.queued_executions,
+        }
+        info = {
             "BacalhauVersion": _build_version(),
             "PeerInfo": {"ID": node.node_id, "Addrs": []},
             "NodeType": "Compute",
-            "Labels": node.labels,
-            "ComputeNodeInfo": {
-                "ExecutionEngines": sorted(e.value for e in node.backends.executors),
-                "MaxCapacity": node.limits.total.to_wire(),
-                "AvailableCapacity": sched.available.to_wire(),
-                "MaxJobRequirements": node.limits.job_max.to_wire(),
-                "RunningExecutions": len(sched.running),
-                "EnqueuedExecutions": len(sched.queued),
-            },
-        })  # fmt: skip
+            "Labels": dict(node.labels),
+            "ComputeNodeInfo": compute_info,
+        }
+        return json_response(info)
 
     async def id(self, request: web.Request) -> web.Response:
-        return _json(self.node.node_id)  # v0.3.23 wrote the ID as a JSON string
+        return json_response(self.node.node_id)  # v0.3.23 wrote the ID as a JSON string
 
     async def livez(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
 
     async def version(self, request: web.Request) -> web.Response:
-        await _body(request)  # v0.3.23 required a JSON body ({"client_id"}) and ignored it
-        return _json({"build_version_info": _build_version()})
+        await json_body(request, empty_ok=True)  # v0.3.23 required a JSON body ({"client_id"}) and ignored it
+        return json_response({"build_version_info": _build_version()})
 
     # -- helpers ----------------------------------------------------------------------------------
     async def _request_job(self, request: web.Request) -> JobRecord:
-        body = await _body(request)
-        return await self._own_job(_str(body, "client_id"), _str(body, "job_id"))
+        body = await json_body(request, empty_ok=True)
+        return await self._own_job(str_field(body, "client_id"), str_field(body, "job_id"))
 
     async def _own_job(self, client_id: str, job_id: str, signed: bool = False) -> JobRecord:
         """The job `job_id` (full or short ID) if it is this client's; NotFound otherwise.
@@ -188,12 +211,12 @@ class RequesterApi:
             raise SpecError([("job_id", "is required")])
         if not client_id:
             raise SpecError([("client_id", "is required")])
-        for rec in await self.node.store.jobs(client_id=client_id, limit=100_000):
+        for rec in await self.node.client_jobs(client_id, MAX_CLIENT_JOBS):
             if _id_matches(rec.id, job_id):
                 return rec
         if signed:
             try:
-                rec = await self.node.store.get_job(job_id)
+                rec = await self.node.job_record(job_id)
             except NotFound:
                 pass
             else:
@@ -202,7 +225,7 @@ class RequesterApi:
         raise NotFound(f"job {job_id}")
 
     async def _job_state(self, rec: JobRecord) -> dict[str, Any]:
-        executions = await self.node.store.executions(job_id=rec.id)
+        executions = await self.node.executions(job_id=rec.id)
         by_shard: dict[int, list[Execution]] = {}
         for ex in sorted(executions, key=lambda e: e.created_at):
             by_shard.setdefault(ex.shard_index, []).append(ex)
@@ -255,13 +278,18 @@ class RequesterApi:
 
     async def _history(self, rec: JobRecord) -> list[dict[str, Any]]:
         created = {
-            "Type": "JobLevel", "JobID": rec.id, "PreviousState": "New", "NewState": "InProgress",
-            "JobState": {"Previous": "New", "New": "InProgress"}, "NewVersion": 1,
-            "Comment": "Job created", "Time": _time(rec.created_at),
-        }  # fmt: skip
+            "Type": "JobLevel",
+            "JobID": rec.id,
+            "PreviousState": "New",
+            "NewState": "InProgress",
+            "JobState": {"Previous": "New", "New": "InProgress"},
+            "NewVersion": 1,
+            "Comment": "Job created",
+            "Time": _time(rec.created_at),
+        }
         timed: list[tuple[float, dict[str, Any]]] = [(rec.created_at, created)]
-        for ex in await self.node.store.executions(job_id=rec.id):
-            for version, t in enumerate(await self.node.store.history(ex.id), start=1):
+        for ex in await self.node.executions(job_id=rec.id):
+            for version, t in enumerate(await self.node.execution_history(ex.id), start=1):
                 timed.append((t.time, self._execution_event(ex, version, t)))
         timed.sort(key=lambda pair: pair[0])  # by the number: the strings vary in length
         return [event for _, event in timed]
@@ -270,12 +298,19 @@ class RequesterApi:
         previous = V03_EXECUTION_STATE[t.previous] if t.previous else "New"
         new = V03_EXECUTION_STATE[t.new]
         return {
-            "Type": "ExecutionLevel", "JobID": ex.job_id, "ShardIndex": ex.shard_index,
-            "NodeID": self.node.node_id, "ComputeReference": ex.id,
-            "PreviousState": previous, "NewState": new, "NewStateType": new,
+            "Type": "ExecutionLevel",
+            "JobID": ex.job_id,
+            "ShardIndex": ex.shard_index,
+            "NodeID": self.node.node_id,
+            "ComputeReference": ex.id,
+            "PreviousState": previous,
+            "NewState": new,
+            "NewStateType": new,
             "ExecutionState": {"Previous": previous, "New": new},
-            "NewVersion": version, "Comment": t.comment, "Time": _time(t.time),
-        }  # fmt: skip
+            "NewVersion": version,
+            "Comment": t.comment,
+            "Time": _time(t.time),
+        }
 
 
 def _shard_state(executions: list[Execution], cancelled: bool) -> str:
@@ -294,30 +329,28 @@ async def job_from_payload(signed: SignedPayload) -> Job:
     """The Job a verified JobCreatePayload asks for, owned by the signer.
 
     Shapes: {ClientID, APIVersion, Spec} (v0.3.23, the SDK), {ClientID, Job, Context}
-    (seed 001) and seed 002's {"data": {ClientID, Job}}. The job always gets a fresh ID:
+    (Context: a base64 tar) and {"data": {ClientID, Job}}. The job always gets a fresh ID:
     a client never picks (or overwrites) an existing job's ID.
     """
     payload = _unwrap(signed.payload)
-    job_doc, spec = _get(payload, "Job"), _get(payload, "Spec")
+    job_doc, spec = field(payload, "Job"), field(payload, "Spec")
     if isinstance(job_doc, dict):
         doc = job_doc
     elif isinstance(spec, dict):
-        doc = {"APIVersion": _get(payload, "APIVersion") or "V1beta1", "Spec": spec}
+        doc = {"APIVersion": field(payload, "APIVersion") or "V1beta1", "Spec": spec}
     else:
         raise SpecError([("job_create_payload", "must contain a Spec (or a Job) object")])
     job = job_from_document(doc)
     meta = job.metadata.model_copy(update={"id": "", "created_at": None, "client_id": signed.client_id})
     job = job.model_copy(update={"metadata": meta})
-    context = _get(payload, "Context")
+    context = field(payload, "Context")
     if context:
         job = await _with_context(job, context)
     return job
 
 
 async def _with_context(job: Job, context: Any) -> Job:
-    """Mount seed 001's base64 tar as a directory at /job, as an Inline gzip tar context."""
-    import asyncio
-
+    """Mount a payload's base64 tar Context as a directory at /job, as an Inline gzip tar context."""
     if not isinstance(context, str):
         raise SpecError([("job_create_payload.Context", "must be a base64 string")])
     try:
@@ -334,27 +367,10 @@ async def _with_context(job: Job, context: Any) -> Job:
 
 
 def _unwrap(payload: dict[str, Any]) -> dict[str, Any]:
-    data = _get(payload, "data")
-    if isinstance(data, dict) and _get(payload, "Spec") is None and _get(payload, "Job") is None:
+    data = field(payload, "data")
+    if isinstance(data, dict) and field(payload, "Spec") is None and field(payload, "Job") is None:
         return data
     return payload
-
-
-def _get(body: dict[str, Any], name: str) -> Any:
-    """A key matched case-insensitively, as Go's decoder does."""
-    for k, v in body.items():
-        if isinstance(k, str) and k.lower() == name.lower():
-            return v
-    return None
-
-
-def _str(body: dict[str, Any], name: str) -> str:
-    value = _get(body, name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise SpecError([(name, "must be a string")])
-    return value
 
 
 def _id_matches(job_id: str, wanted: str) -> bool:
@@ -363,8 +379,8 @@ def _id_matches(job_id: str, wanted: str) -> bool:
 
 def _select(records: list[JobRecord], body: dict[str, Any]) -> list[JobRecord]:
     """v0.3.23's list filters: id, include/exclude tags (Spec.Annotations), sort, max_jobs."""
-    wanted = _str(body, "id")
-    include, exclude = set(_get(body, "include_tags") or []), set(_get(body, "exclude_tags") or [])
+    wanted = str_field(body, "id")
+    include, exclude = set(field(body, "include_tags") or []), set(field(body, "exclude_tags") or [])
     out = []
     for rec in records:
         if wanted and not _id_matches(rec.id, wanted):
@@ -380,29 +396,24 @@ def _select(records: list[JobRecord], body: dict[str, Any]) -> list[JobRecord]:
                 break
         if included:
             out.append(rec)
-    sort_by, reverse = _str(body, "sort_by") or "created_at", bool(_get(body, "sort_reverse"))
+    sort_by, reverse = str_field(body, "sort_by") or "created_at", bool(field(body, "sort_reverse"))
     if sort_by == "id":
         out.sort(key=lambda r: r.id, reverse=reverse)
     elif sort_by == "created_at":
         out.sort(key=lambda r: r.created_at, reverse=reverse)
-    max_jobs = _get(body, "max_jobs")
+    max_jobs = field(body, "max_jobs")
     limit = max_jobs if isinstance(max_jobs, int) and 0 < max_jobs <= MAX_LIST else MAX_LIST
     return out[:limit]
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SpecError([("", "body is not JSON")]) from None
-    if not isinstance(body, dict):
-        raise SpecError([("", "body must be a JSON object")])
-    return body
-
-
 def _build_version() -> dict[str, str]:
     """The v0.3 API level this node speaks, so v0.3.23 clients' version checks pass."""
-    from computenode.node import VERSION
-
-    return {"major": "0", "minor": "3", "gitversion": "v0.3.23", "gitcommit": f"computenode-{VERSION}",
-            "builddate": GO_ZERO_TIME, "goos": "linux", "goarch": "amd64"}  # fmt: skip
+    return {
+        "major": "0",
+        "minor": "3",
+        "gitversion": "v0.3.23",
+        "gitcommit": f"computenode-{package_version()}",
+        "builddate": GO_ZERO_TIME,
+        "goos": "linux",
+        "goarch": "amd64",
+    }

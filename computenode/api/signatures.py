@@ -192,7 +192,7 @@ def _string(spans: dict[str, bytes], *names: str) -> str:
 
 
 def _client_id(payload: dict[str, object]) -> str:
-    """ClientID at the payload's top level, or inside seed 002's `data` envelope."""
+    """ClientID at the payload's top level, or inside a `data` envelope ({"data": {ClientID, Job}})."""
     for key, value in payload.items():
         if key.lower() == "clientid" and isinstance(value, str):
             return value

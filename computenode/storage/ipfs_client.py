@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-_MADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d+)(/https?)?/?$")
+from computenode.multiaddr import http_url
+
 _CHUNK = 1 << 20
 
 
@@ -41,18 +41,6 @@ class KuboUnreachable(KuboError):
     """No answer from the RPC API at all (refused, reset, DNS)."""
 
 
-def api_url(addr: str) -> str:
-    """http://host:port from a multiaddr (/ip4/127.0.0.1/tcp/5001) or an http(s) URL."""
-    if addr.startswith(("http://", "https://")):
-        return addr.rstrip("/")
-    m = _MADDR.match(addr.strip())
-    if not m:
-        raise ValueError(f"{addr!r} is not an IPFS API multiaddr like /ip4/127.0.0.1/tcp/5001")
-    proto, host, port, scheme = m.groups()
-    host = f"[{host}]" if proto == "ip6" else host
-    return f"{(scheme or '/http')[1:]}://{host}:{port}"
-
-
 class KuboClient:
     """One connection pool to one kubo daemon, opened on first use (constructors never touch the loop)."""
 
@@ -60,7 +48,7 @@ class KuboClient:
 
     def __init__(self, addr: str) -> None:
         self.addr = addr
-        self.base = api_url(addr) + "/api/v0"
+        self.base = http_url(addr) + "/api/v0"
         self._session: aiohttp.ClientSession | None = None
 
     @property
