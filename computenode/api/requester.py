@@ -29,7 +29,7 @@ from computenode.api.http import (
     read_body,
     str_field,
 )
-from computenode.api.signatures import SignatureError, SignedPayload, verify_request
+from computenode.api.signatures import MalformedBody, SignatureError, SignedPayload, verify_request
 from computenode.api.views import job_state
 from computenode.errors import SpecError
 from computenode.model import ExecutionState, Job, StorageSource, StorageSpec, job_from_document
@@ -79,9 +79,11 @@ def add_requester_routes(app: web.Application, node: NodeView) -> None:
     r.add_post("/version", api.version)
 
 
-def _refused(reason: str) -> web.Response:
-    log.info("signed request refused", extra={"reason": reason})
-    return error_response(403, "request refused: " + reason, [reason])
+def _refused(exc: SignatureError) -> web.Response:
+    if isinstance(exc, MalformedBody):
+        raise SpecError([("", exc.reason)])  # a bad request, answered 400 like any other
+    log.info("signed request refused", extra={"reason": exc.reason})
+    return error_response(403, "request refused: " + exc.reason, [exc.reason])
 
 
 async def _verified(request: web.Request, payload_keys: tuple[str, ...]) -> SignedPayload:
@@ -104,7 +106,7 @@ class RequesterApi:
         try:
             signed = await _verified(request, SUBMIT_KEYS)
         except SignatureError as exc:
-            return _refused(exc.reason)
+            return _refused(exc)
         job = await job_from_payload(signed)
         job, _ = await self.node.compute.submit(job, signed.client_id)
         log.info("signed job submitted", extra={"job_id": job.id, "client_id": signed.client_id})
@@ -114,11 +116,11 @@ class RequesterApi:
         try:
             signed = await _verified(request, CANCEL_KEYS)
         except SignatureError as exc:
-            return _refused(exc.reason)
+            return _refused(exc)
         job_id = str_field(signed.payload, "JobID")
         rec = await self._own_job(signed.client_id, job_id, signed=True)
         if rec.client_id != signed.client_id:
-            return _refused("the job belongs to another client: only its owner may cancel it")
+            return _refused(SignatureError("the job belongs to another client: only its owner may cancel it"))
         state = await self._job_state(rec)
         if state["State"] not in ("New", "InProgress"):
             reason = f"job {rec.id} is already {state['State']}"

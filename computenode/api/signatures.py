@@ -30,6 +30,10 @@ class SignatureError(ValueError):
         self.reason = reason
 
 
+class MalformedBody(SignatureError):
+    """The body is not one JSON object at all: a bad request (400), not a refused signature."""
+
+
 @dataclass(frozen=True, slots=True)
 class SignedPayload:
     """A payload whose signature checked out, with the client it belongs to."""
@@ -55,26 +59,26 @@ def top_level_spans(body: bytes) -> dict[str, bytes]:
     try:
         s = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise SignatureError("request body is not UTF-8") from None
+        raise MalformedBody("request body is not UTF-8") from None
     spans: dict[str, bytes] = {}
     i = _skip_ws(s, 0)
     if not s.startswith("{", i):
-        raise SignatureError("request body must be a JSON object")
+        raise MalformedBody("request body must be a JSON object")
     i = _skip_ws(s, i + 1)
     if s.startswith("}", i):
         return _end(s, i + 1, spans)
     while True:
         if not s.startswith('"', i):
-            raise SignatureError(f"request body is not valid JSON: expected a key at character {i}")
+            raise MalformedBody(f"request body is not valid JSON: expected a key at character {i}")
         key, i = _decode_at(s, i)
         i = _skip_ws(s, i)
         if not s.startswith(":", i):
-            raise SignatureError(f"request body is not valid JSON: expected ':' at character {i}")
+            raise MalformedBody(f"request body is not valid JSON: expected ':' at character {i}")
         start = _skip_ws(s, i + 1)
         _, end = _decode_at(s, start)
         folded = str(key).lower()
         if folded in spans:
-            raise SignatureError(f"request body has the key {key!r} more than once")
+            raise MalformedBody(f"request body has the key {key!r} more than once")
         # Characters map back to the same bytes: the body was valid UTF-8 to begin with.
         spans[folded] = s[start:end].encode("utf-8")
         i = _skip_ws(s, end)
@@ -83,21 +87,21 @@ def top_level_spans(body: bytes) -> dict[str, bytes]:
         elif s.startswith("}", i):
             return _end(s, i + 1, spans)
         else:
-            raise SignatureError(f"request body is not valid JSON: expected ',' or '}}' at character {i}")
+            raise MalformedBody(f"request body is not valid JSON: expected ',' or '}}' at character {i}")
 
 
 def _decode_at(s: str, i: int) -> tuple[object, int]:
     try:
         return _DECODER.raw_decode(s, i)
     except json.JSONDecodeError as exc:
-        raise SignatureError(f"request body is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        raise MalformedBody(f"request body is not valid JSON: {exc.msg} at character {exc.pos}") from None
     except RecursionError:
-        raise SignatureError("request body is nested too deeply") from None
+        raise MalformedBody("request body is nested too deeply") from None
 
 
 def _end(s: str, i: int, spans: dict[str, bytes]) -> dict[str, bytes]:
     if _skip_ws(s, i) != len(s):
-        raise SignatureError("request body has data after its JSON object")
+        raise MalformedBody("request body has data after its JSON object")
     return spans
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 # Bacalhau's serialisation guards (pkg/model/utils.go).
 MAX_SERIALIZED_BYTES = 10 * 1024 * 1024
 MAX_LIST_ELEMENTS = 1000
+MAX_DEPTH = 32  # nesting of a job document: a real job is under 8 deep
 
 
 class WireEnum(enum.StrEnum):

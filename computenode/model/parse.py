@@ -9,8 +9,32 @@ import yaml
 from pydantic import ValidationError
 
 from computenode.errors import SpecError
-from computenode.model.base import MAX_LIST_ELEMENTS, MAX_SERIALIZED_BYTES
+from computenode.model.base import MAX_DEPTH, MAX_LIST_ELEMENTS, MAX_SERIALIZED_BYTES
 from computenode.model.job import Job, SubmitEnvelope
+
+TOO_DEEP = f"job is nested more than {MAX_DEPTH} levels deep"
+
+
+class _JobLoader(yaml.SafeLoader):
+    """SafeLoader without aliases and with a depth bound, so a document costs what its size says.
+
+    An alias lets a few hundred bytes expand into billions of nodes for any code that walks the
+    result ("billion laughs"); a job never needs one.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise SpecError([("", f"YAML aliases are not accepted in a job (line {mark.line + 1})")])
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise SpecError([("", TOO_DEEP)])
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def load_document(raw: bytes | str) -> Any:
@@ -25,10 +49,12 @@ def load_document(raw: bytes | str) -> Any:
             raise SpecError([("", f"job is not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
+    except json.JSONDecodeError:
         pass
+    except RecursionError:
+        raise SpecError([("", TOO_DEEP)]) from None
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_JobLoader)  # noqa: S506 - a SafeLoader, stricter still
     except (yaml.YAMLError, RecursionError) as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -45,7 +71,7 @@ def parse_job(raw: bytes | str) -> Job:
 def job_from_document(doc: Any) -> Job:
     if not isinstance(doc, dict):
         raise SpecError([("", f"a job must be an object, got {_kind(doc)}")])
-    _check_list_sizes(doc, "")
+    _check_list_sizes(doc, "", 0)
     keys = {k.lower() for k in doc if isinstance(k, str)}
     try:
         if "data" in keys and "spec" not in keys:
@@ -74,16 +100,19 @@ def spec_error(exc: ValidationError, prefix: str = "") -> SpecError:
     return SpecError(errors)
 
 
-def _check_list_sizes(value: Any, path: str) -> None:
-    # Bacalhau's MaxNumberOfObjectsToSerialize, for every list, not only typed ones.
+def _check_list_sizes(value: Any, path: str, depth: int) -> None:
+    # Bacalhau's MaxNumberOfObjectsToSerialize, for every list, not only typed ones; and the depth
+    # bound for JSON, whose own parser allows thousands of levels.
+    if depth > MAX_DEPTH:
+        raise SpecError([(path, TOO_DEEP)])
     if isinstance(value, list):
         if len(value) > MAX_LIST_ELEMENTS:
             raise SpecError([(path, f"{len(value)} elements, more than the {MAX_LIST_ELEMENTS} allowed")])
         for i, item in enumerate(value):
-            _check_list_sizes(item, f"{path}.{i}")
+            _check_list_sizes(item, f"{path}.{i}", depth + 1)
     elif isinstance(value, dict):
         for k, v in value.items():
-            _check_list_sizes(v, f"{path}.{k}" if path else str(k))
+            _check_list_sizes(v, f"{path}.{k}" if path else str(k), depth + 1)
 
 
 def _kind(doc: Any) -> str:

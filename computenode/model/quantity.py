@@ -40,16 +40,25 @@ _BYTE_SUFFIX: dict[str, int] = {"": 1, "b": 1} | {
 }
 
 MAX_BYTES = 2**63 - 1
+MAX_CPU = 1_000_000.0  # cores: far beyond any host, small enough to stay exact as a float
+MAX_TEXT = 64  # characters of a quantity: "1.5Gi" needs 5; longer is an attack or a mistake
+_MAX_EXPONENT = 30  # 10**30 is beyond MAX_BYTES and MAX_CPU in any unit: refuse before multiplying
 
 
 def _split(text: str, what: str) -> tuple[Decimal, str]:
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"a {what} of {len(text)} characters is longer than the {MAX_TEXT} allowed")
     m = _NUMBER.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a {what}")
     try:
-        return Decimal(m[1]), m[2]
+        value = Decimal(m[1])
     except InvalidOperation:
         raise ValueError(f"{text!r} is not a {what}") from None
+    # Decimal keeps "1e999999" exact: turning it into an int or multiplying it would take seconds.
+    if value and value.adjusted() > _MAX_EXPONENT:
+        raise ValueError(f"{text!r} is too large")
+    return value, m[2]
 
 
 def parse_cpu(text: str | float | int) -> float:
@@ -61,7 +70,10 @@ def parse_cpu(text: str | float | int) -> float:
     value, suffix = _split(text, "CPU quantity")
     if suffix not in _CPU_SUFFIX:
         raise ValueError(f"{text!r} is not a CPU quantity")
-    return float(value * _CPU_SUFFIX[suffix])
+    cores = float(value * _CPU_SUFFIX[suffix])
+    if cores > MAX_CPU:
+        raise ValueError(f"{text!r} is too large (more than {MAX_CPU:g} cores)")
+    return cores
 
 
 def parse_bytes(text: str | int) -> int:
