@@ -8,6 +8,7 @@ execution never takes down another or the node.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 S = ExecutionState
 RESTART_REASON = "node restarted"
+ENDED_BADLY = (S.CANCELLED, S.FAILED)
 JOB_CACHE_SIZE = 1024
 
 
@@ -108,24 +110,57 @@ class Compute:
         if len(self._jobs) > JOB_CACHE_SIZE:
             del self._jobs[next(iter(self._jobs))]  # oldest first: a long-lived node must not grow
 
-    async def _remember(self, job: Job, owned: bool, client_id: str = "") -> None:
-        self._cache(job)
-        await self.store.put_job(JobRecord(job.id, job.model_dump_json(by_alias=True), owned, client_id))
+    async def _claim(
+        self, job: Job, owned: bool, client_id: str = "", requester: str = "", submission: str = ""
+    ) -> JobRecord:
+        """Store the job under its ID; Rejected when the ID is already another job's. The stored
+        record: another job's ID only when the same signed submission was stored first."""
+        rec = JobRecord(
+            job.id,
+            job.model_dump_json(by_alias=True),
+            owned,
+            client_id,
+            requester=requester,
+            spec_hash=spec_hash(job),
+            submission=submission,
+        )
+        stored = await self.store.claim_job(rec)
+        if (stored.owned, stored.requester, stored.spec_hash) != (owned, requester, rec.spec_hash):
+            raise Rejected([id_conflict(job.id)])
+        self._cache(Job.model_validate_json(stored.job_json))
+        return stored
 
     # -- bids ---------------------------------------------------------------------------------
     async def ask_for_bid(self, job: Job, shard_indexes: list[int], callback_url: str) -> list[ShardResponse]:
+        """Bid on the offered shards. The same offer again returns the executions it made; an ID
+        already used by another job (another spec or requester) is Rejected and changes nothing."""
         job = with_identity(job)
+        known = await self.store.find_job(job.id)
+        made: dict[int, Execution] = {}
+        if known is not None:
+            if (known.owned, known.requester, known.spec_hash) != (False, callback_url, spec_hash(job)):
+                raise Rejected([id_conflict(job.id)])
+            # A shard whose execution was cancelled or failed may be bid on again.
+            live = [e for e in await self.store.executions(job_id=job.id) if e.state not in ENDED_BADLY]
+            made = {e.shard_index: e for e in live}
+            if all(i in made for i in shard_indexes):
+                return [ShardResponse(made[i].id, job.id, i, True, "") for i in shard_indexes]
         decision = await self.bidder.decide(job)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
         if not reasons:  # a rejected offer leaves nothing behind
-            await self._remember(job, owned=False)
+            await self._claim(job, owned=False, requester=callback_url)
         out = []
         for index in shard_indexes:
+            if index in made:
+                out.append(ShardResponse(made[index].id, job.id, index, True, ""))
+                continue
             shard_reasons = list(reasons)
             if not 0 <= index < decision.shards:
-                shard_reasons.append(f"shard index {index} is out of range: the job has {decision.shards} shards")
+                shard_reasons.append(
+                    f"shard index {index} is out of range: the job has {decision.shards} shards"
+                )
             out.append(await self._bid(job, index, decision.usage, shard_reasons, callback_url, owned=False))
         return out
 
@@ -136,7 +171,9 @@ class Compute:
         eid = "e-" + str(uuid.uuid4())
         if not reasons:
             reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
-        self.metrics.bids.labels("rejected" if reasons else "accepted", reason_kind(reasons[0]) if reasons else "").inc()
+        self.metrics.bids.labels(
+            "rejected" if reasons else "accepted", reason_kind(reasons[0]) if reasons else ""
+        ).inc()
         if reasons:
             return ShardResponse("", job.id, index, False, "; ".join(reasons))
         ex = Execution(eid, job.id, index, usage=usage, callback_url=callback_url, owned=owned, attempt=attempt,
@@ -190,7 +227,9 @@ class Compute:
             if ex.owned:
                 await self._verify_owned(ex.job_id, ex.shard_index)
         except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
-            log.info("execution changed under its task", extra={"execution_id": execution_id, "reason": str(exc)})
+            log.info(
+                "execution changed under its task", extra={"execution_id": execution_id, "reason": str(exc)}
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -200,7 +239,9 @@ class Compute:
             self.tasks.pop(execution_id, None)
             self.scheduler.release(execution_id)
 
-    async def _fail(self, ex: Execution, reason: str, result: RunCommandResult | None, retryable: bool) -> None:
+    async def _fail(
+        self, ex: Execution, reason: str, result: RunCommandResult | None, retryable: bool
+    ) -> None:
         result = (result or RunCommandResult()).model_copy(update={"runner_error": reason})
         if ex.owned and retryable:
             # The retry exists before this attempt is Failed, so the job never looks finished in between.
@@ -221,7 +262,9 @@ class Compute:
 
     async def result_accepted(self, execution_id: str) -> Execution:
         ex = await self._move(execution_id, S.RESULT_ACCEPTED, "result accepted")
-        self.tasks[execution_id] = asyncio.create_task(self._publish(execution_id), name=f"publish-{execution_id}")
+        self.tasks[execution_id] = asyncio.create_task(
+            self._publish(execution_id), name=f"publish-{execution_id}"
+        )
         return ex
 
     async def result_rejected(self, execution_id: str, justification: str) -> Execution:
@@ -266,23 +309,32 @@ class Compute:
         return ex
 
     # -- jobs owned by this node ------------------------------------------------------------
-    async def submit(self, job: Job, client_id: str = "") -> tuple[Job, list[Execution]]:
+    async def submit(
+        self, job: Job, client_id: str = "", submission: str = ""
+    ) -> tuple[Job, list[Execution]]:
         """Run every shard of `job` here; Rejected with every reason when the node will not.
 
         `client_id` is set only for verified submissions (requester API); it owns the job there.
+        `submission` is the digest of such a signed submission: the same one again returns the
+        job it made instead of a second job.
         """
-        job = with_identity(job)
+        if submission and (rec := await self.store.find_submission(client_id, submission)):
+            return await self.job(rec.id), await self.store.executions(job_id=rec.id)
+        job = with_new_identity(job)  # an ID in the submission is ignored: the node names the job
         decision = await self.bidder.decide(job)
+        copies = max(1, job.spec.deal.concurrency)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
-        if not reasons:
+        if not reasons:  # one copy must fit the node; the whole job, the node and its queue
             reasons = self.scheduler.admit_reasons(decision.usage)
+            reasons = reasons or self.scheduler.room_reasons(decision.usage.multi(copies * decision.shards))
         if reasons:
             self.metrics.bids.labels("rejected", reason_kind(reasons[0])).inc()
             raise Rejected(reasons)
-        await self._remember(job, owned=True, client_id=client_id)
-        copies = max(1, job.spec.deal.concurrency)
+        stored = await self._claim(job, owned=True, client_id=client_id, submission=submission)
+        if stored.id != job.id:  # the same signed submission, sent twice at once: the first one won
+            return await self.job(stored.id), await self.store.executions(job_id=stored.id)
         made: list[Execution] = []
         for index in range(decision.shards):
             for _ in range(copies):
@@ -328,9 +380,9 @@ class Compute:
                 pass
 
     async def cancel_job(self, job_id: str) -> list[Execution]:
-        rec = await self.store.get_job(job_id)
-        await self.store.put_job(JobRecord(rec.id, rec.job_json, rec.owned, rec.client_id, cancelled=True,
-                                           created_at=rec.created_at))  # fmt: skip
+        """Cancel every execution of the job; marked first, so none starts again, even after a restart."""
+        await self.store.get_job(job_id)  # NotFound for an unknown job
+        await self.store.cancel_job(job_id)
         out = []
         for ex in await self.store.executions(job_id=job_id):
             if not ex.state.is_terminal:
@@ -347,7 +399,10 @@ class Compute:
             if ex.state is S.CREATED:
                 await self._move(ex.id, S.CANCELLED, f"{RESTART_REASON} before the bid was accepted")
             elif ex.state is S.BID_ACCEPTED:
-                self.scheduler.enqueue(ex.id, ex.usage)
+                if (await self.store.get_job(ex.job_id)).cancelled:
+                    await self._move(ex.id, S.CANCELLED, "cancelled: job cancelled")
+                else:
+                    self.scheduler.enqueue(ex.id, ex.usage)
             elif ex.state is S.RUNNING:
                 gone = "" if ex.id in live_on_engine else "; its workload was gone"
                 await self._fail(ex, f"{RESTART_REASON} while it ran{gone}", ex.run_output, retryable=True)
@@ -412,12 +467,29 @@ class Compute:
         return {"ExecutionID": ex.id, "JobID": ex.job_id, "ShardIndex": ex.shard_index}
 
 
+def spec_hash(job: Job) -> str:
+    """What makes two offers of one job ID the same job: their Spec, hashed."""
+    return hashlib.sha256(job.spec.model_dump_json(by_alias=True).encode()).hexdigest()
+
+
+def id_conflict(job_id: str) -> str:
+    return f"job ID {job_id} is already used on this node by another job (another spec or requester)"
+
+
+def with_new_identity(job: Job) -> Job:
+    """The job under an ID of this node's making, whatever the submission said (and its CreatedAt)."""
+    meta = job.metadata.model_copy(update={"id": str(uuid.uuid4()), "created_at": datetime.now(UTC)})
+    return job.model_copy(update={"metadata": meta})
+
+
 def with_identity(job: Job) -> Job:
     """Give a job without an ID a UUID and a CreatedAt (Bacalhau: the requester does this)."""
     meta = job.metadata
     if meta.id and meta.created_at:
         return job
-    meta = meta.model_copy(update={"id": meta.id or str(uuid.uuid4()), "created_at": meta.created_at or datetime.now(UTC)})
+    meta = meta.model_copy(
+        update={"id": meta.id or str(uuid.uuid4()), "created_at": meta.created_at or datetime.now(UTC)}
+    )
     return job.model_copy(update={"metadata": meta})
 
 

@@ -66,6 +66,10 @@ class Scheduler:
         """Why `usage` cannot be taken on now (empty: it can), naming requested and allowed amounts."""
         if not usage.less_than_eq(self.total):
             return [f"over node capacity: {r}" for r in usage.exceeding(self.total)]
+        return self.room_reasons(usage)
+
+    def room_reasons(self, usage: ResourceUsageData) -> list[str]:
+        """Why `usage` does not fit in what is free now plus the queue (a whole job: every copy)."""
         room = self.total.add(self.queue_capacity).sub(self.running_usage.add(self.pending_usage))
         if not usage.less_than_eq(room):
             return [f"queue full: {r}" for r in usage.exceeding(room)]

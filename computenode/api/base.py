@@ -52,8 +52,11 @@ class ComputeActions(Protocol):
 
     async def cancel(self, execution_id: str, justification: str) -> Execution: ...
 
-    async def submit(self, job: Job, client_id: str = "") -> tuple[Job, list[Execution]]:
-        """Run `job` as its owner; `client_id` is the verified signer of a v0.3 submit, if any."""
+    async def submit(
+        self, job: Job, client_id: str = "", submission: str = ""
+    ) -> tuple[Job, list[Execution]]:
+        """Run `job` as its owner; `client_id` is the verified signer of a v0.3 submit, if any,
+        and `submission` the digest of its signed bytes (the same bytes again: the same job)."""
         ...
 
     async def cancel_job(self, job_id: str) -> list[Execution]: ...

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import gzip
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -108,7 +109,9 @@ class RequesterApi:
         except SignatureError as exc:
             return _refused(exc)
         job = await job_from_payload(signed)
-        job, _ = await self.node.compute.submit(job, signed.client_id)
+        # Signed bytes sent again (a retry, or a replay) name the job they made the first time.
+        digest = hashlib.sha256(await request.read()).hexdigest()
+        job, _ = await self.node.compute.submit(job, signed.client_id, submission=digest)
         log.info("signed job submitted", extra={"job_id": job.id, "client_id": signed.client_id})
         return json_response({"job": job.to_wire()})
 

@@ -59,6 +59,9 @@ class JobRecord:
     job_json: str  # the normalised Job, seeds' names
     owned: bool
     client_id: str = ""  # set only for verified requester-API submissions
+    requester: str = ""  # who offered it: the CallbackURL over HTTP; empty for owned jobs
+    spec_hash: str = ""  # sha256 of the Spec: the same ID with another spec is another job
+    submission: str = ""  # sha256 of a signed v0.3 submission: the same bytes again are this job
     cancelled: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -53,6 +53,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL)""",
     ),
+    # 2: a job's requester and spec hash, so a job ID names one job from one requester forever;
+    # the digest of a signed submission, so sending it again names the same job
+    (
+        "ALTER TABLE jobs ADD COLUMN requester TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN spec_hash TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN submission TEXT NOT NULL DEFAULT ''",
+        "CREATE UNIQUE INDEX jobs_submission ON jobs (client_id, submission) WHERE submission != ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -313,23 +321,45 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------------
     async def put_job(self, job: JobRecord) -> JobRecord:
+        """Store the job (a new one, or `job` replacing the record of the same ID)."""
         now = time.time()
         job = replace(job, created_at=job.created_at or now, updated_at=now)
-        await self._call(
-            lambda: self.db.execute(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.job_json,
-                    int(job.owned),
-                    job.client_id,
-                    int(job.cancelled),
-                    job.created_at,
-                    now,
-                ),
-            )
-        )
+        await self._call(lambda: self.db.execute(_PUT_JOB.format(verb="INSERT OR REPLACE"), _job_row(job)))
         return job
+
+    async def claim_job(self, job: JobRecord) -> JobRecord:
+        """Store `job` unless its ID (or its client's signed submission) is taken; the stored
+        record either way: compare it with `job` to see which.
+
+        One statement, so two offers racing for one ID cannot both win.
+        """
+        now = time.time()
+        job = replace(job, created_at=job.created_at or now, updated_at=now)
+
+        def q() -> JobRecord:
+            self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job))
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is None:  # the same signed submission was stored first, under its own ID
+                row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
+            return _job(row)
+
+        return await self._call(q)
+
+    async def find_submission(self, client_id: str, submission: str) -> JobRecord | None:
+        """The job a client's signed submission (its digest) made, if any."""
+        row = await self._call(lambda: self.db.execute(_BY_SUBMISSION, (client_id, submission)).fetchone())
+        return _job(row) if row is not None else None
+
+    async def find_job(self, job_id: str) -> JobRecord | None:
+        row = await self._call(
+            lambda: self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return _job(row) if row is not None else None
+
+    async def cancel_job(self, job_id: str) -> None:
+        """Mark the job cancelled: none of its executions is started or retried again."""
+        sql = "UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?"
+        await self._call(lambda: self.db.execute(sql, (time.time(), job_id)))
 
     async def get_job(self, job_id: str) -> JobRecord:
         def q() -> JobRecord:
@@ -390,12 +420,28 @@ def _transition(row: sqlite3.Row) -> Transition:
     return Transition(previous, ExecutionState(row["new"]), row["comment"], row["time"])
 
 
+_PUT_JOB = """{verb} INTO jobs
+    (id, job, owned, client_id, cancelled, created_at, updated_at, requester, spec_hash, submission)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_BY_SUBMISSION = "SELECT * FROM jobs WHERE client_id = ? AND submission = ? AND submission != ''"
+
+
+def _job_row(job: JobRecord) -> tuple[object, ...]:
+    return (
+        *(job.id, job.job_json, int(job.owned), job.client_id, int(job.cancelled)),
+        *(job.created_at, job.updated_at, job.requester, job.spec_hash, job.submission),
+    )
+
+
 def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         id=row["id"],
         job_json=row["job"],
         owned=bool(row["owned"]),
         client_id=row["client_id"],
+        requester=row["requester"],
+        spec_hash=row["spec_hash"],
+        submission=row["submission"],
         cancelled=bool(row["cancelled"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],

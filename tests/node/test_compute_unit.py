@@ -17,7 +17,7 @@ import pytest
 from computenode.backends import Backends
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
-from computenode.compute import RESTART_REASON, Compute, with_identity
+from computenode.compute import RESTART_REASON, Compute, with_identity, with_new_identity
 from computenode.config import NoopConfig
 from computenode.errors import ExecutionFailed, PublishFailed
 from computenode.executors import ExecutionRequest, Executor
@@ -49,6 +49,11 @@ CALLBACK = "http://127.0.0.1:9/requester"  # stored, never delivered: CallbackSe
 
 
 JOB = with_identity(parse_job('{"APIVersion": "V1beta1", "Spec": {"Engine": "Noop", "Publisher": "Noop"}}'))
+
+
+def another_job() -> Job:
+    """JOB under a new ID: one offer each (the same ID again is the same offer, answered alike)."""
+    return with_new_identity(JOB)
 
 
 @dataclass
@@ -136,9 +141,7 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
     await store.open()
     executors: dict[Engine, Executor] = {Engine.NOOP: NoopExecutor(NoopConfig())}
     publishers: dict[Publisher, PublisherBackend] = {Publisher.NOOP: NoopPublisher()}
-    backends = Backends(
-        executors=executors, publishers=publishers, verifiers={Verifier.NOOP: NoopVerifier()}
-    )
+    backends = Backends(executors=executors, publishers=publishers, verifiers={Verifier.NOOP: NoopVerifier()})
     runner = Runner(
         node_id="n-unit",
         work_root=tmp_path / "executions",
@@ -189,8 +192,8 @@ async def callbacks(store: Store) -> list[str]:
     return [cb.url.rsplit("/", 1)[1] for cb in await store.due_callbacks(now=1e18)]
 
 
-async def bid(compute: Compute, job: Job = JOB) -> str:
-    [resp] = await compute.ask_for_bid(job, [0], CALLBACK)
+async def bid(compute: Compute, job: Job | None = None) -> str:
+    [resp] = await compute.ask_for_bid(job or another_job(), [0], CALLBACK)
     assert resp.accepted, resp.reason
     return resp.execution_id
 
@@ -405,6 +408,17 @@ async def test_reconcile_brings_each_active_state_to_a_true_one(
         assert (await states(parts.store, ex.id))[-3:] == [S.PUBLISHING, S.PUBLISHING, S.COMPLETED]
 
 
+async def test_a_cancelled_jobs_executions_never_start_after_a_restart(parts: Parts) -> None:
+    """The crash came after the job was marked cancelled, before its queued copies were."""
+    queued = await left_in(parts, S.BID_ACCEPTED, owned=True)
+    await parts.store.cancel_job(JOB.id)
+    c = parts.compute()
+    await c.reconcile(set())
+    got = await parts.store.get(queued.id)
+    assert got.state is S.CANCELLED and got.comment == "cancelled: job cancelled"
+    assert not c.tasks and not c.scheduler.queued
+
+
 async def test_reconcile_retries_an_owned_execution_that_was_running(parts: Parts) -> None:
     ex = await left_in(parts, S.RUNNING, owned=True)
     c = parts.compute()
@@ -429,5 +443,5 @@ async def test_drain_cancels_active_work_but_keeps_proposed_results(parts: Parts
     assert (await parts.store.get(running)).state is S.CANCELLED
     assert (await parts.store.get(pending)).state is S.CANCELLED
     assert (await parts.store.get(proposed)).state is S.WAITING_VERIFICATION
-    [resp] = await c.ask_for_bid(JOB, [0], CALLBACK)
+    [resp] = await c.ask_for_bid(another_job(), [0], CALLBACK)
     assert not resp.accepted and "draining" in resp.reason
