@@ -13,6 +13,8 @@ from computenode.compute import with_identity
 from computenode.config import Settings
 from computenode.health import Health
 from computenode.model import Job, Publisher, ResourceUsageData
+from computenode.rules import check_job as check_rules
+from computenode.rules import check_shards
 from computenode.shards import ShardPlans
 
 
@@ -59,9 +61,11 @@ async def check_job(settings: Settings, job: Job) -> CheckReport:
                 http=http,
             )
             job = with_identity(job)
+            check_rules(job, settings.limits)
             verdicts = list(await bidder.evaluate(job))
             usage = await bidder.usage(job)
             shards, shard_reason = await bidder.plans.count(job)
+            check_shards(shards, settings.limits)
             verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
             fits = usage.exceeding(limits.total)
             verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))

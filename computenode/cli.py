@@ -122,7 +122,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     # The verdicts carry every reason; the node's own warnings would only repeat them.
     setup_logging("error", settings.logging.format)
-    report = asyncio.run(check.check_job(settings, job))
+    try:
+        report = asyncio.run(check.check_job(settings, job))
+    except SpecError as exc:  # a rule of the node's: bounds, mount points, image reference
+        _err(f"{args.file}: invalid job spec", *(f"  {line}" for line in _field_lines(exc)))
+        return INVALID
     if args.json:
         _dump({"Job": job.to_wire(), "Check": report.to_wire()})
     else:

@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
+from computenode.config import LimitsConfig
 from computenode.errors import ExecutionFailed, Rejected
 from computenode.metrics import Metrics, reason_kind
 from computenode.model import ExecutionState, Job, ResourceUsageData, RunCommandResult, Verifier
+from computenode.rules import check_job, check_shards
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.store import Execution, InvalidTransition, JobRecord, Store
@@ -67,6 +69,7 @@ class Compute:
         bidder: Decider,
         callbacks: CallbackSender,
         bid_expiry_s: float,
+        limits: LimitsConfig | None = None,
         metrics: Metrics | None = None,
         max_retries: int = 2,
         keep_failed: bool = False,
@@ -78,6 +81,7 @@ class Compute:
         self.bidder = bidder
         self.callbacks = callbacks
         self.bid_expiry_s = bid_expiry_s
+        self.limits = limits or LimitsConfig()
         self.max_retries = max_retries
         self.metrics = metrics or Metrics()
         self.keep_failed = keep_failed  # the cleanup loop removes failed dirs after retention.keep_failed_for
@@ -135,6 +139,7 @@ class Compute:
         """Bid on the offered shards. The same offer again returns the executions it made; an ID
         already used by another job (another spec or requester) is Rejected and changes nothing."""
         job = with_identity(job)
+        check_job(job, self.limits)
         known = await self.store.find_job(job.id)
         made: dict[int, Execution] = {}
         if known is not None:
@@ -146,6 +151,7 @@ class Compute:
             if all(i in made for i in shard_indexes):
                 return [ShardResponse(made[i].id, job.id, i, True, "") for i in shard_indexes]
         decision = await self.bidder.decide(job)
+        check_shards(decision.shards, self.limits)
         reasons = list(decision.reasons)
         if self.draining:
             reasons.append("node is draining: it takes no new work")
@@ -321,7 +327,9 @@ class Compute:
         if submission and (rec := await self.store.find_submission(client_id, submission)):
             return await self.job(rec.id), await self.store.executions(job_id=rec.id)
         job = with_new_identity(job)  # an ID in the submission is ignored: the node names the job
+        check_job(job, self.limits)
         decision = await self.bidder.decide(job)
+        check_shards(decision.shards, self.limits)
         copies = max(1, job.spec.deal.concurrency)
         reasons = list(decision.reasons)
         if self.draining:

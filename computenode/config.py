@@ -196,6 +196,16 @@ class PublishersConfig(Section):
     local: LocalPublisherConfig = Field(default_factory=LocalPublisherConfig)
 
 
+class LimitsConfig(Section):
+    """The most one job may ask for, in counts that each cost the node work: over one is a 400."""
+
+    max_concurrency: int = Field(16, ge=1)  # Deal.Concurrency: copies of each shard an owned job runs
+    max_shards: int = Field(1000, ge=1)  # shards once the sharding glob is applied
+    max_inputs: int = Field(100, ge=1)  # inputs + contexts (+ WASM modules)
+    max_outputs: int = Field(100, ge=1)  # outputs
+    max_files: int = Field(100_000, ge=1)  # files in an inline tar or a fetched IPFS directory
+
+
 class RetentionConfig(Section):
     keep_failed_for: Duration = 0.0  # keep results dirs of failed executions this long (debugging)
     results_max_age: Duration = 7 * 86400.0  # published local results
@@ -220,6 +230,7 @@ class Settings(BaseSettings):
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     publishers: PublishersConfig = Field(default_factory=PublishersConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -180,7 +180,6 @@ class Node:
 
     # -- end of the API's view ------------------------------------------------------------------
 
-
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store, build the parts, reconcile; everything but the API and loops.
@@ -246,6 +245,7 @@ class Node:
             bidder=self.bidder,
             callbacks=self.callbacks,
             bid_expiry_s=s.timeouts.bid_expiry,
+            limits=s.limits,
             metrics=self.metrics,
             keep_failed=s.retention.keep_failed_for > 0,
         )

@@ -37,7 +37,9 @@ async def test_a_failing_loop_is_restarted_reported_and_heals(monkeypatch: pytes
         while calls["bad"] < 2:
             await asyncio.sleep(0.005)
         reason = await loops.check()
-        assert reason is not None and reason.startswith("bad failed") and "RuntimeError: store is gone" in reason
+        assert (
+            reason is not None and reason.startswith("bad failed") and "RuntimeError: store is gone" in reason
+        )
         while calls["bad"] < 4:  # restarted after the backoff, then a clean round clears the report
             await asyncio.sleep(0.005)
     assert await loops.check() is None
