@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 import aiodocker
@@ -36,6 +38,7 @@ CHECK_TIMEOUT_S = 5.0
 API_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)  # short calls; long ones are unbounded
 DRAIN_TIMEOUT_S = 10.0  # after exit, the attach stream ends at once; this only bounds a stuck engine
 OOM_REASON = "memory limit exceeded"
+SIGNAL_EXIT = 128  # exit codes from here up: the process died of a signal (128 + its number)
 
 
 class DockerExecutor:
@@ -124,6 +127,8 @@ class DockerExecutor:
             out.close()
             err.close()
         state = (await container.show())["State"]
+        if not timed_out and int(state.get("ExitCode", 0)) >= SIGNAL_EXIT:
+            await _not_killed_by_others(self._client(), container.id, started_at=float(state_started(state)))
         return _judge(request, state, timed_out)
 
     async def _start_and_wait(self, container: DockerContainer, request: ExecutionRequest) -> bool:
@@ -165,6 +170,35 @@ class DockerExecutor:
                 removed += 1
                 log.info("reaped container", extra={"execution_id": execution_id, "container": row.id})
         return removed
+
+
+def state_started(state: dict[str, Any]) -> float:
+    """State.StartedAt as a Unix time (0 when it cannot be read: then every event counts)."""
+    text = str(state.get("StartedAt", ""))[:26].rstrip("Z")  # RFC 3339 with nanoseconds
+    try:
+        return datetime.fromisoformat(text + "+00:00").timestamp()
+    except ValueError:
+        return 0.0
+
+
+async def _not_killed_by_others(docker: aiodocker.Docker, container_id: str, started_at: float) -> None:
+    """Raise ExecutionFailed when the engine (stopping or restarting) or an operator killed the job.
+
+    Such a death looks like the job's own exit 137/143; the engine's event log tells them apart:
+    a kill event for the container that we did not send. aiodocker has no call for a bounded
+    events query, so this uses its request helper.
+    """
+    filters = {"type": ["container"], "container": [container_id], "event": ["kill"]}
+    params = {"since": f"{started_at:.3f}", "until": f"{time.time():.3f}", "filters": json.dumps(filters)}
+    async with docker._query("events", params=params) as resp:
+        lines = (await resp.text()).splitlines()
+    for line in lines:
+        signal = json.loads(line).get("Actor", {}).get("Attributes", {}).get("signal", "?")
+        raise ExecutionFailed(
+            f"docker engine error: the container was killed from outside the job (signal {signal}): "
+            "the engine stopped or restarted, or someone killed it",
+            retryable=True,
+        )
 
 
 async def _start(container: DockerContainer, request: ExecutionRequest) -> None:
