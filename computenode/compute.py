@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +46,13 @@ class ShardResponse:
     reason: str
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ExecutionID": self.execution_id, "JobID": self.job_id, "ShardIndex": self.shard_index,
-                "Accepted": self.accepted, "Reason": self.reason}  # fmt: skip
+        return {
+            "ExecutionID": self.execution_id,
+            "JobID": self.job_id,
+            "ShardIndex": self.shard_index,
+            "Accepted": self.accepted,
+            "Reason": self.reason,
+        }
 
 
 class Decider(Protocol):
@@ -171,9 +177,15 @@ class Compute:
         return out
 
     async def _bid(
-        self, job: Job, index: int, usage: ResourceUsageData, reasons: list[str], callback_url: str,
-        owned: bool, attempt: int = 0,
-    ) -> ShardResponse:  # fmt: skip
+        self,
+        job: Job,
+        index: int,
+        usage: ResourceUsageData,
+        reasons: list[str],
+        callback_url: str,
+        owned: bool,
+        attempt: int = 0,
+    ) -> ShardResponse:
         eid = "e-" + str(uuid.uuid4())
         if not reasons:
             reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
@@ -182,8 +194,16 @@ class Compute:
         ).inc()
         if reasons:
             return ShardResponse("", job.id, index, False, "; ".join(reasons))
-        ex = Execution(eid, job.id, index, usage=usage, callback_url=callback_url, owned=owned, attempt=attempt,
-                       bid_expires_at=time.time() + self.bid_expiry_s)  # fmt: skip
+        ex = Execution(
+            eid,
+            job.id,
+            index,
+            usage=usage,
+            callback_url=callback_url,
+            owned=owned,
+            attempt=attempt,
+            bid_expires_at=time.time() + self.bid_expiry_s,
+        )
         try:
             await self.store.create(ex, "bid made")
         except BaseException:
@@ -224,12 +244,21 @@ class Compute:
                 await self._fail(ex, exc.reason, exc.result, exc.retryable)
                 return
             ex = await self._move(
-                execution_id, S.WAITING_VERIFICATION, "result proposed",
-                run_output=outcome.result, proposal=outcome.proposal,
-            )  # fmt: skip
-            await self.callbacks.send(ex.callback_url, "on_run_complete", {
-                **self._meta(ex), "ResultProposal": _b64(outcome.proposal),
-                "RunCommandResult": outcome.result.to_wire()})  # fmt: skip
+                execution_id,
+                S.WAITING_VERIFICATION,
+                "result proposed",
+                run_output=outcome.result,
+                proposal=outcome.proposal,
+            )
+            await self.callbacks.send(
+                ex.callback_url,
+                "on_run_complete",
+                {
+                    **self._meta(ex),
+                    "ResultProposal": _b64(outcome.proposal),
+                    "RunCommandResult": outcome.result.to_wire(),
+                },
+            )
             if ex.owned:
                 await self._verify_owned(ex.job_id, ex.shard_index)
         except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
@@ -242,7 +271,7 @@ class Compute:
             log.exception("internal error in execution", extra={"execution_id": execution_id})
             await self._fail_quietly(execution_id, "internal error, see node log")
         finally:
-            self.tasks.pop(execution_id, None)
+            self._forget(execution_id)
             self.scheduler.release(execution_id)
 
     async def _fail(
@@ -290,8 +319,11 @@ class Compute:
                 await self._fail(ex, f"publishing failed: {exc.reason}", ex.run_output, exc.retryable)
                 return
             ex = await self._move(execution_id, S.COMPLETED, "results published", published=published)
-            await self.callbacks.send(ex.callback_url, "on_publish_complete",
-                                      {**self._meta(ex), "PublishResult": published.to_wire()})  # fmt: skip
+            await self.callbacks.send(
+                ex.callback_url,
+                "on_publish_complete",
+                {**self._meta(ex), "PublishResult": published.to_wire()},
+            )
             await self.runner.remove(execution_id)
         except InvalidTransition:
             pass
@@ -301,7 +333,7 @@ class Compute:
             log.exception("internal error while publishing", extra={"execution_id": execution_id})
             await self._fail_quietly(execution_id, "internal error, see node log")
         finally:
-            self.tasks.pop(execution_id, None)
+            self._forget(execution_id)
 
     async def cancel(self, execution_id: str, justification: str) -> Execution:
         ex = await self._move(execution_id, S.CANCELLED, f"cancelled: {justification}")
@@ -428,8 +460,8 @@ class Compute:
         while self.tasks and time.monotonic() < deadline and not hurry.is_set():
             hurried = asyncio.ensure_future(hurry.wait())
             try:
-                await asyncio.wait([*self.tasks.values(), hurried], timeout=max(0.0, deadline - time.monotonic()),
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                left = max(0.0, deadline - time.monotonic())
+                await asyncio.wait([*self.tasks.values(), hurried], timeout=left, return_when=FIRST_COMPLETED)
             finally:
                 hurried.cancel()
         for ex in await self.store.active():
@@ -440,11 +472,18 @@ class Compute:
                     pass
 
     # -- helpers ------------------------------------------------------------------------------
+    def _forget(self, execution_id: str) -> None:
+        """Drop the execution's task entry if it is the calling task's: a run that ends by
+        accepting its own result has already put its publish task there, which must stay
+        tracked (a drain waits for it)."""
+        if self.tasks.get(execution_id) is asyncio.current_task():
+            del self.tasks[execution_id]
+
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
         ex = await self.store.transition(execution_id, new, comment, **kw)
         self.metrics.transitions.labels(new.value).inc()
-        log.info("execution %s", new.value, extra={"execution_id": ex.id, "job_id": ex.job_id,
-                                                    "shard_index": ex.shard_index, "comment": comment})  # fmt: skip
+        where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
+        log.info("execution %s", new.value, extra={**where, "comment": comment})
         async with self._changed:
             self._changed.notify_all()
         return ex

@@ -445,3 +445,16 @@ async def test_drain_cancels_active_work_but_keeps_proposed_results(parts: Parts
     assert (await parts.store.get(proposed)).state is S.WAITING_VERIFICATION
     [resp] = await c.ask_for_bid(another_job(), [0], CALLBACK)
     assert not resp.accepted and "draining" in resp.reason
+
+
+async def test_a_run_that_ends_within_the_drain_grace_publishes(parts: Parts) -> None:
+    """The drain waits for the publish a finished run starts, instead of cancelling it."""
+    parts.executors[Engine.NOOP] = NoopExecutor(NoopConfig(delay=0.3))
+    c = parts.compute()
+    job, [made] = await c.submit(JOB)
+    await reach(c, made.id, S.RUNNING)
+    await c.drain(grace_s=20.0)
+    got = await parts.store.get(made.id)
+    assert got.state is S.COMPLETED, got.comment
+    assert "on_publish_complete" not in await callbacks(parts.store)  # owned: nobody to call back
+    assert not c.tasks
