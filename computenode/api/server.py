@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -43,6 +44,29 @@ COMPUTE_CALLS = (
     "result_rejected",
     "cancel",
 )
+
+
+# With api.token set, only these answer without it: liveness and readiness for probes, and the
+# v0.3 requester API, whose calls are signed or scoped to one client as its clients send them.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith("/requester/")
+
+
+def given_token(request: web.Request) -> bytes:
+    """The token of a bearer header, or the password of HTTP Basic auth (for the dashboard)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip().encode()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
+        except ValueError:
+            return b""
+    return b""
 
 
 class ApiServer:
@@ -87,10 +111,15 @@ class ApiServer:
         if not self.node.ready and request.path != "/healthz":
             return json_response({"status": "starting", "error": "node is starting"}, 503)
         token = self.node.api_token
-        if token and request.method != "GET":
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error_response(401, "missing or wrong bearer token")
+        if (
+            token
+            and not is_open(request.path)
+            and not hmac.compare_digest(given_token(request), token.encode())
+        ):
+            resp = error_response(401, "missing or wrong token (Authorization: Bearer <api.token>)")
+            if request.path == "/":  # a browser asks for the token as the password of Basic auth
+                resp.headers["WWW-Authenticate"] = 'Basic realm="computenode", charset="UTF-8"'
+            return resp
         return await handler(request)
 
     # -- status -----------------------------------------------------------------------------------

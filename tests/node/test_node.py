@@ -150,7 +150,7 @@ async def test_token_guards_mutating_calls(make_node) -> None:
     assert (await rn.http.post("/api/v1/jobs", json=NOOP_JOB)).status_code == 401
     ok = await rn.http.post("/api/v1/jobs", json=NOOP_JOB, headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 201
-    assert (await rn.http.get("/api/v1/node")).status_code == 200
+    assert (await rn.http.get("/api/v1/node")).status_code == 401  # reads need it too
 
 
 async def test_status_endpoints(make_node) -> None:
