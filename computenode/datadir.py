@@ -24,8 +24,9 @@ class DataDirClaim:
         return f"<DataDirClaim {self.data_dir} held={self._fd is not None}>"
 
     def acquire(self) -> None:
-        """Create data_dir (mode 0700) and lock it; DataDirInUse when another process holds it."""
+        """Create data_dir, make it private (0700) and lock it; DataDirInUse when another process holds it."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # private to the node's user, whoever made it before
         fd = os.open(self.data_dir / PID_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

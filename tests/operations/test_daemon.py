@@ -214,3 +214,13 @@ def test_two_nodes_on_one_data_dir_the_second_refuses(daemon) -> None:
     first.wait_exit()
     second.start()
     assert second.get("/api/v1/node").json()["ID"] == "n-ops-2"
+
+
+def test_data_dir_is_private_to_the_node(daemon) -> None:
+    d = daemon()
+    data = Path(d.config["node"]["data_dir"])
+    data.mkdir(parents=True)
+    data.chmod(0o755)
+    d.start()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / "computenode.pid").stat().st_mode & 0o777 == 0o600
