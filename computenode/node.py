@@ -273,7 +273,11 @@ class Node:
             log.error("background task failed", exc_info=exc, extra={"task": task.get_name()})
 
     async def _reap_orphans(self, startup: bool = False) -> set[str]:
-        """Remove engine workloads no live execution owns; the IDs still present before."""
+        """Remove engine workloads no live execution owns; the IDs still present before.
+
+        At start-up this runs before reconciliation, so no shard is retried while a container
+        of the previous run still runs it.
+        """
         present: set[str] = set()
         active: set[str] = set()
         if not startup:
@@ -282,7 +286,8 @@ class Node:
             if isinstance(ex, Recoverable) and not self.health.reason("docker"):
                 try:
                     present |= await ex.live_executions()
-                    self.metrics.reaped.inc(await ex.reap(active))
+                    # At start-up every workload is the previous run's: none is spared by age.
+                    self.metrics.reaped.inc(await ex.reap(active, grace_s=0.0 if startup else None))
                 except Exception:  # the engine went away meanwhile: /readyz says so; reap next round
                     log.warning("reaping orphaned workloads failed", exc_info=True)
         return present

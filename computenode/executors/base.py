@@ -60,6 +60,8 @@ class Recoverable(Protocol):
         """Execution IDs of workloads of this node still present on the engine."""
         ...
 
-    async def reap(self, live: set[str]) -> int:
-        """Remove workloads of this node that no execution in `live` owns; the count removed."""
+    async def reap(self, live: set[str], grace_s: float | None = None) -> int:
+        """Remove workloads of this node that no execution in `live` owns and older than `grace_s`
+        (None: the engine's configured grace; 0 at start-up, when nothing of the previous run is
+        live); the count removed."""
         ...

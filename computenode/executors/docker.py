@@ -153,18 +153,21 @@ class DockerExecutor:
         rows = await self._client().containers.list(all=True, filters=node_filter(self.node_id))
         return {row["Labels"].get(EXECUTION, "") for row in rows} - {""}
 
-    async def reap(self, live: set[str]) -> int:
-        """Remove this node's containers that no live execution owns and older than reap_grace.
+    async def reap(self, live: set[str], grace_s: float | None = None) -> int:
+        """Remove this node's containers that no live execution owns and older than the grace.
 
-        The grace keeps a container just created by a run whose execution the caller has
-        not yet recorded as live. Idempotent; safe to call at start-up and periodically.
+        The grace (reap_grace unless given) keeps a container just created by a run whose
+        execution the caller has not yet recorded as live; at start-up nothing of the previous
+        run is live, so the node passes 0 and every leftover goes, created-only ones included.
+        Idempotent.
         """
         keep = live | self._running
+        grace = self.cfg.reap_grace if grace_s is None else grace_s
         now = time.time()
         removed = 0
         for row in await self._client().containers.list(all=True, filters=node_filter(self.node_id)):
             execution_id = row["Labels"].get(EXECUTION, "")
-            if execution_id in keep or now - float(row["Created"]) < self.cfg.reap_grace:
+            if execution_id in keep or now - float(row["Created"]) < grace:
                 continue
             if await _remove(row):
                 removed += 1

@@ -224,3 +224,30 @@ def test_data_dir_is_private_to_the_node(daemon) -> None:
     d.start()
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "computenode.pid").stat().st_mode & 0o777 == 0o600
+
+
+def test_restart_removes_the_previous_runs_containers_whatever_their_age(daemon) -> None:
+    """kill -9 with a running container and a long reap_grace, plus a container that was only
+    created: the next start removes both before it retries anything."""
+    from computenode.executors.docker_config import EXECUTION, MANAGED, NODE
+
+    d = daemon(engines={"docker": {"reap_grace": "1h", "reap_interval": "1h"}})
+    d.start()
+    created = d.post("/api/v1/jobs", docker_job("sleep", "60")).json()
+    eid = created["Executions"][0]["ExecutionID"]
+    d.wait_for(f"/api/v1/executions/{eid}", lambda e: e["State"] == "Running")
+    deadline = time.monotonic() + 20
+    while not containers_of("n-ops") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert containers_of("n-ops"), "the job's container never appeared"
+    labels = [f"{MANAGED}=1", f"{NODE}=n-ops", f"{EXECUTION}=e-never-started"]
+    subprocess.run(["docker", "create", *(a for lb in labels for a in ("--label", lb)), BUSYBOX, "true"],
+                   capture_output=True, check=True)  # fmt: skip
+    d.signal(signal.SIGKILL)
+    d.wait_exit()
+    before = set(containers_of("n-ops"))
+    assert len(before) == 2
+    d.start()  # ready only once start-up has reaped and reconciled
+    assert before.isdisjoint(containers_of("n-ops"))  # the retry may have made its own by now
+    ex = d.get(f"/api/v1/executions/{eid}").json()
+    assert ex["State"] == "Failed" and "node restarted" in ex["Comment"]
