@@ -26,9 +26,13 @@ def setup() -> Setup:
     return Setup()
 
 
-@pytest.fixture
-def bidder(setup: Setup) -> BidderFactory:
-    """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`."""
+@pytest_asyncio.fixture
+async def bidder(setup: Setup) -> AsyncIterator[BidderFactory]:
+    """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`.
+
+    Each one is closed at teardown: an HTTP probe opens the Bidder's own client.
+    """
+    built: list[Bidder] = []
 
     async def installed(spec: Spec) -> list[str]:
         return list(setup.missing)
@@ -36,12 +40,16 @@ def bidder(setup: Setup) -> BidderFactory:
     def build(
         timeouts: TimeoutsConfig | None = None, node_limits: NodeLimits | None = None, **policy: Any
     ) -> Bidder:
-        return Bidder(
+        b = Bidder(
             "node-1", JobSelectionConfig(**policy), timeouts or TimeoutsConfig(), node_limits or limits(),
             lambda: setup.labels, installed, setup.storage,
         )  # fmt: skip
+        built.append(b)
+        return b
 
-    return build
+    yield build
+    for b in built:
+        await b.aclose()
 
 
 @dataclass

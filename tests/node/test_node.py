@@ -30,7 +30,8 @@ async def test_owned_noop_job_completes_and_results_are_served(make_node) -> Non
     assert shard["RunOutput"]["exitCode"] == 0
     published = shard["PublishedResults"]
     assert published["StorageSource"] == "URLDownload"
-    tar_bytes = (await httpx.AsyncClient().get(published["URL"])).content
+    async with httpx.AsyncClient() as http:
+        tar_bytes = (await http.get(published["URL"])).content
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         names = {m.name.lstrip("./") for m in tar.getmembers()}
     assert {"stdout", "stderr", "exitCode"} <= names
