@@ -25,7 +25,7 @@ class Health:
         names = list(self.checks)
         results = await asyncio.gather(*(self._one(self.checks[n]) for n in names))
         reasons = dict(zip(names, results, strict=True))
-        reasons["disk"] = self._disk()
+        reasons["disk"] = await asyncio.to_thread(self._disk)  # statvfs can wait on a slow disk
         for name, reason in reasons.items():
             if reason != self.reasons.get(name, "unchecked"):
                 (log.warning if reason else log.info)(

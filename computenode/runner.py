@@ -81,7 +81,7 @@ class Runner:
             raise ExecutionFailed(f"engine {spec.engine.value} is not enabled on this node")
         work = self.work_dir(ex.id)
         results = self.results_dir(ex.id)
-        results.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(results.mkdir, parents=True, exist_ok=True)
         volumes: list[InputVolume] = []
         try:
             with self._timed("input_fetch"):
@@ -125,7 +125,7 @@ class Runner:
             raise InputUnavailable(
                 f"storage source {spec.storage_source.value} is not enabled on this node", retryable=False
             )
-        dest.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         return await provider.prepare(spec, dest)
 
     async def _release_inputs(self, volumes: list[InputVolume], work: Path) -> None:
@@ -145,7 +145,7 @@ class Runner:
         if backend is None:
             raise PublishFailed(f"publisher {kind.value} is not enabled on this node", retryable=False)
         results = self.results_dir(ex.id)
-        if not results.is_dir():
+        if not await asyncio.to_thread(results.is_dir):
             raise PublishFailed(f"results of execution {ex.id} are gone", retryable=False)
         with self._timed("publish"):
             return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)

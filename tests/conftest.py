@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# loopblock: a test whose event loop was blocked fails (tests/loopblock.py).
+# pytester: tests/test_loopblock.py runs the plugin on a test of its own.
+pytest_plugins = ["tests.loopblock", "pytester"]
+
 try:  # tests/ as a package (tests/__init__.py) or as a plain rootdir
     from tests import services
 except ImportError:  # pragma: no cover - depends on how pytest imported conftest

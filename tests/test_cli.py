@@ -32,7 +32,11 @@ COMMANDS = ["run", "submit", "get", "check", "status", "drain", "config", "versi
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTENODE_") or k.startswith("COMPUTENODE_TEST")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COMPUTENODE_") or k.startswith("COMPUTENODE_TEST")
+    }
     return env | extra
 
 
@@ -66,7 +70,9 @@ def test_version() -> None:
 def test_console_script() -> None:
     script = Path(sys.executable).with_name("computenode")
     assert script.exists(), "pip install -e . installs the `computenode` console script"
-    done = subprocess.run([str(script), "version"], capture_output=True, text=True, timeout=60, env=clean_env())
+    done = subprocess.run(
+        [str(script), "version"], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
     assert done.returncode == 0 and "computenode" in done.stdout
 
 
@@ -167,7 +173,8 @@ class NodeProcess:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.url = ""
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -194,7 +201,12 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        return code, time.monotonic() - start
+        took = time.monotonic() - start
+        self.reader.join(10)  # stderr is at EOF once the process is gone; then the pipes are closed
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return code, took
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -227,7 +239,10 @@ def test_run_bad_config_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "computenode.cli", "run", "--config", str(tmp_path / "c.yaml")],
                           capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=60)  # fmt: skip
     assert done.returncode == 2
-    assert [line.split(":")[0].strip() for line in done.stderr.strip().splitlines()[1:]] == ["api.listen", "timeouts.job_max"]
+    assert [line.split(":")[0].strip() for line in done.stderr.strip().splitlines()[1:]] == [
+        "api.listen",
+        "timeouts.job_max",
+    ]
 
 
 def test_run_port_in_use(tmp_path: Path) -> None:
@@ -417,9 +432,16 @@ def test_combine_appends_streams_and_later_shards_overwrite(tmp_path: Path) -> N
         shards.append(d)
     combine(shards, tmp_path / "combined")
     c = tmp_path / "combined"
-    assert (c / "stdout").read_text() == "out0\nout1\nout2\n" and (c / "stderr").read_text() == "err0\nerr1\nerr2\n"
+    assert (c / "stdout").read_text() == "out0\nout1\nout2\n" and (
+        c / "stderr"
+    ).read_text() == "err0\nerr1\nerr2\n"
     assert (c / "outputs" / "same.txt").read_text() == "2"
-    assert sorted(p.name for p in (c / "outputs").iterdir()) == ["only0.txt", "only1.txt", "only2.txt", "same.txt"]
+    assert sorted(p.name for p in (c / "outputs").iterdir()) == [
+        "only0.txt",
+        "only1.txt",
+        "only2.txt",
+        "same.txt",
+    ]
     assert not (c / "exitCode").exists()
 
 

@@ -22,11 +22,15 @@ class NoopExecutor:
         return None
 
     async def run(self, request: ExecutionRequest) -> RunCommandResult:
-        output_dirs(request.results_dir, list(request.spec.outputs))
-        (request.results_dir / STDOUT).write_bytes(b"")
-        (request.results_dir / STDERR).write_bytes(b"")
+        await asyncio.to_thread(_empty_results, request)
         if self.cfg.delay:
             await asyncio.sleep(self.cfg.delay)
         if self.cfg.error:
             raise ExecutionFailed(self.cfg.error, retryable=self.cfg.error_retryable)
-        return collect(request.results_dir, self.cfg.exit_code)
+        return await asyncio.to_thread(collect, request.results_dir, self.cfg.exit_code)
+
+
+def _empty_results(request: ExecutionRequest) -> None:
+    output_dirs(request.results_dir, list(request.spec.outputs))
+    (request.results_dir / STDOUT).write_bytes(b"")
+    (request.results_dir / STDERR).write_bytes(b"")

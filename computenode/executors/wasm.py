@@ -135,7 +135,7 @@ class WasmExecutor:
         """Run the entry module in a worker thread; on cancel stop it, keep its output, re-raise."""
         if self._stop.is_set():
             raise ExecutionFailed("the wasm executor is closed", retryable=True)
-        outputs = output_dirs(request.results_dir, list(request.spec.outputs))
+        outputs = await asyncio.to_thread(output_dirs, request.results_dir, list(request.spec.outputs))
         interrupt = _Interrupt(request.timeout_s)
         self._active.add(interrupt)
         self._start_ticker()

@@ -50,7 +50,6 @@ class ModuleCache:
         self.memory_hits = 0
         self._memory: OrderedDict[str, Module] = OrderedDict()
         self._lock = threading.Lock()  # runs load modules from several worker threads
-        directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def hits(self) -> int:
@@ -99,6 +98,8 @@ class ModuleCache:
         """Write the artifact atomically (readers never see half a file), then evict."""
         path = self.directory / (key + SUFFIX)
         tmp = path.with_name(f".{key}.{threading.get_ident()}.tmp")
+        # Made here, in the worker thread, not in __init__: the executor is built on the loop.
+        self.directory.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(module.serialize())
         os.replace(tmp, path)
         self.evict()

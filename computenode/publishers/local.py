@@ -39,6 +39,9 @@ class LocalPublisher:
         """Nothing to release."""
 
     async def check(self) -> str | None:
+        return await asyncio.to_thread(self._check)
+
+    def _check(self) -> str | None:
         try:
             self.results_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -55,18 +58,23 @@ class LocalPublisher:
             dest = self.path_for(execution_id)
         except ValueError as exc:
             raise PublishFailed(str(exc), retryable=False) from None
-        if not dest.exists():
-            if not results_dir.is_dir():
-                raise PublishFailed(f"results dir {results_dir} is missing", retryable=False)
-            try:
-                await asyncio.to_thread(_archive, results_dir, dest)
-            except OSError as exc:
-                raise PublishFailed(f"writing {dest} failed: {exc}") from exc
+        await asyncio.to_thread(_publish, results_dir, dest)
         return StorageSpec(
             storage_source=StorageSource.URL_DOWNLOAD,
             name=published_name(job_id, shard_index, node_id),
             url=self.url_for(execution_id),
         )
+
+
+def _publish(results_dir: Path, dest: Path) -> None:
+    if dest.exists():
+        return
+    if not results_dir.is_dir():
+        raise PublishFailed(f"results dir {results_dir} is missing", retryable=False)
+    try:
+        _archive(results_dir, dest)
+    except OSError as exc:
+        raise PublishFailed(f"writing {dest} failed: {exc}") from exc
 
 
 def _archive(results_dir: Path, dest: Path) -> None:

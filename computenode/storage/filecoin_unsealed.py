@@ -49,7 +49,7 @@ class FilecoinUnsealedStorage:
         if await self.check() is not None:
             return False
         try:
-            return self.path_for(spec.cid).exists()
+            return await asyncio.to_thread(self.path_for(spec.cid).exists)
         except InputUnavailable:
             return False
 
@@ -64,7 +64,7 @@ class FilecoinUnsealedStorage:
         if reason is not None:
             raise InputUnavailable(reason, retryable=False)
         path = self.path_for(spec.cid)
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):  # the unsealed copy may sit on a slow mount
             raise InputUnavailable(f"FilecoinUnsealed CID {spec.cid}: {path} does not exist on this node")
         return InputVolume(spec=spec, host_path=path, target=spec.path)
 

@@ -67,7 +67,7 @@ class InlineStorage:
         except ValueError as exc:
             raise InputUnavailable(f"Inline input {spec.name or spec.path}: {exc}", retryable=False) from None
         folder = workdir / f"{_DIR_PREFIX}{uuid.uuid4().hex[:12]}"
-        folder.mkdir(parents=True)
+        await asyncio.to_thread(folder.mkdir, parents=True)
         dest = folder / "data"
         try:
             await asyncio.to_thread(_materialize, media_type, data, dest)

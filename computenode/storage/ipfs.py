@@ -61,7 +61,7 @@ class IPFSStorage:
         cid = spec.cid
         if not _CID.match(cid):
             return False
-        if (self.cache_dir / cid).exists():
+        if await asyncio.to_thread((self.cache_dir / cid).exists):
             return True
         try:
             async with asyncio.timeout(min(_QUICK_S, self.cfg.fetch_timeout)):
@@ -83,9 +83,9 @@ class IPFSStorage:
         await self._sweep()
         entry = self.cache_dir / cid
         async with self._locks.setdefault(cid, asyncio.Lock()):
-            if not entry.exists():
+            if not await asyncio.to_thread(entry.exists):
                 await self._fetch(cid, entry)
-            os.utime(entry, follow_symlinks=False)  # LRU order is mtime order
+            await asyncio.to_thread(os.utime, entry, follow_symlinks=False)  # LRU order is mtime order
             self._in_use[cid] += 1
         volume = InputVolume(spec=spec, host_path=entry, target=spec.path)
         self._volumes[id(volume)] = cid
@@ -129,9 +129,8 @@ class IPFSStorage:
 
     async def _fetch(self, cid: str, entry: Path) -> None:
         """Fetch into a partial dir, then rename into place: a cancelled fetch leaves nothing."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_dir / f"{_PARTIAL}{cid}-{os.urandom(4).hex()}"
-        tmp.mkdir()
+        await asyncio.to_thread(tmp.mkdir, parents=True)
         log.info("ipfs fetch started", extra={"cid": cid})
         try:
             async with asyncio.timeout(self.cfg.fetch_timeout) as deadline:
@@ -144,7 +143,7 @@ class IPFSStorage:
                     await self._fetch_dir(cid, tmp / cid, deadline)
                 else:
                     raise InputUnavailable(f"IPFS CID {cid} is neither a UnixFS file nor a directory")
-            os.rename(tmp / cid, entry)
+            await asyncio.to_thread(os.rename, tmp / cid, entry)
             log.info("ipfs fetch done", extra={"cid": cid})
         except TimeoutError:
             raise InputUnavailable(_stalled(cid, self.cfg.fetch_timeout)) from None
@@ -189,7 +188,7 @@ class IPFSStorage:
         await asyncio.to_thread(_make_symlinks, root, tree.symlinks)
 
     async def _list_dir(self, cid: str, dest: Path, rel: str, tree: _Tree, deadline: asyncio.Timeout) -> None:
-        dest.mkdir(mode=0o755)
+        await asyncio.to_thread(dest.mkdir, mode=0o755)
         links = await self.kubo.ls(cid)
         # One listing is one answer: kubo sends it whole once every child's type is resolved.
         deadline.reschedule(asyncio.get_running_loop().time() + self.cfg.fetch_timeout)
@@ -216,10 +215,7 @@ class IPFSStorage:
         if self._swept:
             return
         self._swept = True
-        if self.cache_dir.is_dir():
-            for p in self.cache_dir.iterdir():
-                if p.name.startswith((_PARTIAL, _EVICTING)):
-                    await asyncio.to_thread(shutil.rmtree, p, True)
+        await asyncio.to_thread(_remove_leftovers, self.cache_dir)
 
     async def _evict(self) -> None:
         """Remove least recently used entries not in use until the cache fits cache_size."""
@@ -315,6 +311,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    if cache_dir.is_dir():
+        for p in cache_dir.iterdir():
+            if p.name.startswith((_PARTIAL, _EVICTING)):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _disk_usage(path: Path) -> int:

@@ -230,8 +230,11 @@ async def _raise_for(resp: aiohttp.ClientResponse) -> None:
 
 
 async def _multipart(root: Path, boundary: str) -> AsyncIterator[bytes]:
-    """kubo's directory upload: one part per entry, named by its path under the root's name."""
-    for rel, kind, full in _walk(root):
+    """kubo's directory upload: one part per entry, named by its path under the root's name.
+
+    The walk, each open and each read run in a thread: the loop serves the API meanwhile.
+    """
+    for rel, kind, full in await asyncio.to_thread(_walk, root):
         name = quote(rel, safe="")
         ctype = {"dir": "application/x-directory", "link": "application/symlink"}.get(
             kind, "application/octet-stream"
@@ -241,9 +244,9 @@ async def _multipart(root: Path, boundary: str) -> AsyncIterator[bytes]:
             f"Content-Type: {ctype}\r\n\r\n"
         ).encode()
         if kind == "link":
-            yield os.readlink(full).encode()
+            yield (await asyncio.to_thread(os.readlink, full)).encode()
         elif kind == "file":
-            with open(full, "rb") as f:  # noqa: ASYNC230 - reads go to a thread below
+            with await _open(Path(full), "rb") as f:
                 while chunk := await asyncio.to_thread(f.read, _CHUNK):
                     yield chunk
         yield b"\r\n"

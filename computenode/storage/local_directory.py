@@ -44,19 +44,20 @@ class LocalDirectoryStorage:
 
     async def has_locally(self, spec: StorageSpec) -> bool:
         try:
-            return self.resolve(spec.source_path).exists()
+            return await asyncio.to_thread(lambda: self.resolve(spec.source_path).exists())
         except InputUnavailable:
             return False
 
     async def size(self, spec: StorageSpec) -> int:
         try:
-            return await asyncio.to_thread(disk_usage, self.resolve(spec.source_path))
+            return await asyncio.to_thread(lambda: disk_usage(self.resolve(spec.source_path)))
         except (InputUnavailable, OSError):
             return 0
 
     async def prepare(self, spec: StorageSpec, workdir: Path) -> InputVolume:
-        path = self.resolve(spec.source_path)
-        if not path.exists():
+        # realpath and stat run in a thread: an operator's directory may sit on a slow mount.
+        path = await asyncio.to_thread(self.resolve, spec.source_path)
+        if not await asyncio.to_thread(path.exists):
             raise InputUnavailable(f"{spec.source_path} does not exist on this node", retryable=False)
         return InputVolume(spec=spec, host_path=path, target=spec.path)
 

@@ -86,7 +86,7 @@ class URLStorage:
     async def prepare(self, spec: StorageSpec, workdir: Path) -> InputVolume:
         url = spec.url.strip().strip("\"'")
         folder = workdir / f"{_DIR_PREFIX}{uuid.uuid4().hex[:12]}"
-        folder.mkdir(parents=True)
+        await asyncio.to_thread(folder.mkdir, parents=True)
         try:
             url = await self._checked_url(url)
             async with asyncio.timeout(self.cfg.fetch_timeout):
@@ -140,8 +140,7 @@ class URLStorage:
                 await asyncio.sleep(wait)
 
     async def _download(self, url: str, folder: Path, sha256: str) -> Path:
-        for stale in folder.iterdir():  # a previous attempt's partial file
-            stale.unlink()
+        await asyncio.to_thread(_empty, folder)  # a previous attempt's partial file
         async with self.http.get(url, allow_redirects=True, max_redirects=10) as resp:
             if resp.status in _NO_RETRY:
                 raise _Permanent(f"non-200 response from URL ({url}): {resp.status}")
@@ -199,3 +198,8 @@ async def _is_private(host: str) -> bool:
         if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified:
             return True
     return False
+
+
+def _empty(folder: Path) -> None:
+    for stale in folder.iterdir():
+        stale.unlink()

@@ -26,14 +26,18 @@ def setup() -> Setup:
     return Setup()
 
 
-@pytest.fixture
-def bidder(setup: Setup) -> BidderFactory:
-    """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`."""
+@pytest_asyncio.fixture
+async def bidder(setup: Setup) -> AsyncIterator[BidderFactory]:
+    """Build a Bidder: keyword arguments are JobSelectionConfig fields, plus `timeouts` and `limits`.
+
+    Each one is closed at teardown: an HTTP probe opens the Bidder's own client.
+    """
+    built: list[Bidder] = []
 
     def build(
         timeouts: TimeoutsConfig | None = None, node_limits: NodeLimits | None = None, **policy: Any
     ) -> Bidder:
-        return Bidder(
+        b = Bidder(
             node_id="node-1",
             selection=JobSelectionConfig(**policy),
             timeouts=timeouts or TimeoutsConfig(),
@@ -42,8 +46,12 @@ def bidder(setup: Setup) -> BidderFactory:
             storage=setup.storage,
             plans=ShardPlans(setup.storage),
         )
+        built.append(b)
+        return b
 
-    return build
+    yield build
+    for b in built:
+        await b.aclose()
 
 
 @dataclass

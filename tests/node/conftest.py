@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -93,22 +92,26 @@ async def make_node(tmp_path: Path, ipfs_api: str) -> AsyncIterator[Callable[...
 
 
 class CallbackServer:
-    """A requester's callback endpoint that records every POST; can answer 503 for a while."""
+    """A requester's callback endpoint that records every POST; can answer 503 for a while.
+
+    `received` holds the callbacks answered 200, `refused` those answered 503 (`fail` set).
+    """
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.refused: list[tuple[str, dict[str, Any]]] = []
         self.fail = False
         self.changed = asyncio.Condition()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
-        if self.fail:
-            return web.Response(status=503)
-        self.received.append((request.match_info["name"], await request.json()))
+        call = (request.match_info["name"], await request.json())
+        failing = self.fail
+        (self.refused if failing else self.received).append(call)
         async with self.changed:
             self.changed.notify_all()
-        return web.json_response({})
+        return web.Response(status=503) if failing else web.json_response({})
 
     async def start(self, port: int = 0) -> None:
         app = web.Application()
@@ -124,11 +127,28 @@ class CallbackServer:
             await self.runner.cleanup()
 
     async def wait_for(self, name: str, execution_id: str, timeout_s: float = 30) -> dict[str, Any]:
+        """The first `name` callback of the execution answered 200."""
+        return (await self._wait(self.received, name, execution_id, 1, timeout_s))[0]
+
+    async def wait_refused(
+        self, name: str, execution_id: str, count: int, timeout_s: float = 30
+    ) -> list[dict[str, Any]]:
+        """The first `count` deliveries of the execution's `name` callback answered 503."""
+        return await self._wait(self.refused, name, execution_id, count, timeout_s)
+
+    async def _wait(
+        self,
+        calls: list[tuple[str, dict[str, Any]]],
+        name: str,
+        execution_id: str,
+        count: int,
+        timeout_s: float,
+    ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout_s), self.changed:
             while True:
-                for n, body in self.received:
-                    if n == name and body.get("ExecutionID") == execution_id:
-                        return body
+                found = [body for n, body in calls if n == name and body.get("ExecutionID") == execution_id]
+                if len(found) >= count:
+                    return found[:count]
                 await self.changed.wait()
 
 
@@ -137,5 +157,4 @@ async def callbacks() -> AsyncIterator[CallbackServer]:
     server = CallbackServer()
     await server.start()
     yield server
-    with contextlib.suppress(Exception):
-        await server.stop()
+    await server.stop()

@@ -54,9 +54,9 @@ class Daemon:
     def start(self, env: dict[str, str] | None = None, wait: bool = True) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTENODE_")}
         full_env.update(env or {})
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([COMPUTENODE, "run", "--config", str(self.config_path)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)  # fmt: skip
+        with open(self.log_path, "ab") as log:  # the daemon writes to its own copy of the fd
+            self.proc = subprocess.Popen([COMPUTENODE, "run", "--config", str(self.config_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)  # fmt: skip
         if wait:
             self.wait_ready()
 
@@ -65,7 +65,9 @@ class Daemon:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()[-4000:]}"
+                )
             try:
                 if httpx.get(self.url + "/api/v1/node", timeout=2).status_code == 200:
                     return
@@ -80,9 +82,7 @@ class Daemon:
 
     def wait_exit(self, timeout_s: float = 30) -> int:
         assert self.proc is not None
-        code = self.proc.wait(timeout_s)
-        self.log.close()
-        return code
+        return self.proc.wait(timeout_s)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -92,8 +92,6 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc is not None:
-            self.log.close()
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=10)

@@ -18,7 +18,13 @@ BUSYBOX = "computenode-test/busybox:latest"
 
 
 def docker_job(*cmd: str) -> dict[str, object]:
-    return {"Spec": {"Engine": "Docker", "Publisher": "Local", "Docker": {"Image": BUSYBOX, "Entrypoint": list(cmd)}}}
+    return {
+        "Spec": {
+            "Engine": "Docker",
+            "Publisher": "Local",
+            "Docker": {"Image": BUSYBOX, "Entrypoint": list(cmd)},
+        }
+    }
 
 
 def noop_job() -> dict[str, object]:
@@ -48,12 +54,22 @@ def daemon(tmp_path: Path, ipfs_api: str, docker_host: str):
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    unit = (REPO / "systemd" / "computenode.service").read_text().replace("/usr/local/bin/computenode", COMPUTENODE)
+    unit = (
+        (REPO / "systemd" / "computenode.service")
+        .read_text()
+        .replace("/usr/local/bin/computenode", COMPUTENODE)
+    )
     path = tmp_path / "computenode.service"
     path.write_text(unit)
     out = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for key in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "KillMode=mixed", "ExecReload=/bin/kill -HUP"):
+    for key in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "KillMode=mixed",
+        "ExecReload=/bin/kill -HUP",
+    ):
         assert key in unit
 
 
@@ -98,7 +114,7 @@ def test_sigterm_drains_and_reports_every_execution(daemon) -> None:
         cb = CallbackServer()
         await cb.start()
         d = daemon(engines={"noop": {"enabled": True, "delay": "60s"}})
-        d.start()
+        await asyncio.to_thread(d.start)  # Daemon's calls block: threads, so cb keeps answering
         try:
             async with httpx.AsyncClient(base_url=d.url) as http:
                 ask = {"Job": noop_job(), "ShardIndexes": [0], "CallbackURL": cb.url}
@@ -136,28 +152,33 @@ def test_kill_9_then_restart_leaves_nothing_active_or_orphaned(daemon) -> None:
         cb = CallbackServer()
         await cb.start()
         d = daemon()
-        d.start()
+        # Daemon's calls and containers_of block: threads, so cb keeps answering.
+        await asyncio.to_thread(d.start)
         try:
             ask = {"Job": docker_job("sleep", "60"), "ShardIndexes": [0], "CallbackURL": cb.url}
-            [a] = d.post("/api/v1/compute/ask_for_bid", ask).json()["ShardResponse"]
+            [a] = (await asyncio.to_thread(d.post, "/api/v1/compute/ask_for_bid", ask)).json()[
+                "ShardResponse"
+            ]
             assert a["Accepted"], a
-            d.post("/api/v1/compute/bid_accepted", {"ExecutionID": a["ExecutionID"]})
-            d.wait_for(f"/api/v1/executions/{a['ExecutionID']}", lambda e: e["State"] == "Running")
+            await asyncio.to_thread(d.post, "/api/v1/compute/bid_accepted", {"ExecutionID": a["ExecutionID"]})
+            eid_path = f"/api/v1/executions/{a['ExecutionID']}"
+            await asyncio.to_thread(d.wait_for, eid_path, lambda e: e["State"] == "Running")
             deadline = time.monotonic() + 20
-            while not containers_of("n-ops") and time.monotonic() < deadline:
+            while not await asyncio.to_thread(containers_of, "n-ops") and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            assert containers_of("n-ops"), "the job's container never appeared"
+            assert await asyncio.to_thread(containers_of, "n-ops"), "the job's container never appeared"
             d.signal(signal.SIGKILL)
-            d.wait_exit()
-            d.start()
-            ex = d.wait_for(f"/api/v1/executions/{a['ExecutionID']}", lambda e: e["State"] == "Failed")
+            await asyncio.to_thread(d.wait_exit)
+            await asyncio.to_thread(d.start)
+            ex = await asyncio.to_thread(d.wait_for, eid_path, lambda e: e["State"] == "Failed")
             assert "node restarted" in ex["History"][-1]["Comment"]
-            assert d.get("/api/v1/executions?state=Running").json()["Executions"] == []
+            running = await asyncio.to_thread(d.get, "/api/v1/executions?state=Running")
+            assert running.json()["Executions"] == []
             await cb.wait_for("on_compute_failure", a["ExecutionID"], timeout_s=20)
             deadline = time.monotonic() + 20
-            while containers_of("n-ops") and time.monotonic() < deadline:
+            while await asyncio.to_thread(containers_of, "n-ops") and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert containers_of("n-ops") == []
+            assert await asyncio.to_thread(containers_of, "n-ops") == []
         finally:
             await cb.stop()
 
@@ -169,7 +190,9 @@ def test_logs_follow_streams_a_running_job(daemon) -> None:
     d.start()
     job = docker_job("sh", "-c", "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done")
     job_id = d.post("/api/v1/jobs", job).json()["JobID"]
-    shard = d.wait_for(f"/api/v1/jobs/{job_id}", lambda j: j["Shards"] and j["Shards"][0]["State"] == "Running")
+    shard = d.wait_for(
+        f"/api/v1/jobs/{job_id}", lambda j: j["Shards"] and j["Shards"][0]["State"] == "Running"
+    )
     eid = shard["Shards"][0]["ExecutionId"]
     chunks: list[bytes] = []
     with httpx.stream("GET", f"{d.url}/api/v1/executions/{eid}/logs?follow=true", timeout=30) as resp:
@@ -178,8 +201,6 @@ def test_logs_follow_streams_a_running_job(daemon) -> None:
     text = b"".join(chunks).decode()
     assert [line for line in text.split("\n") if line] == [f"line{i}" for i in range(1, 6)]
     assert len(chunks) > 1  # streamed as it ran, not in one piece at the end
-
-
 
 
 def test_second_sigterm_skips_the_grace(daemon) -> None:

@@ -22,19 +22,21 @@ class PrivateDockerd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([
-            "dockerd", "--host", f"unix://{self.sock}", "--data-root", str(self.root / "data"),
-            "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
-            "--bridge=none", "--iptables=false", "--ip-masq=false",
-        ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        with open(self.root / "dockerd.log", "ab") as log:  # dockerd writes to its own copy of the fd
+            self.proc = subprocess.Popen([
+                "dockerd", "--host", f"unix://{self.sock}", "--data-root", str(self.root / "data"),
+                "--exec-root", str(self.root / "x"), "--pidfile", str(self.root / "d.pid"),
+                "--bridge=none", "--iptables=false", "--ip-masq=false",
+            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ok = subprocess.run(["docker", "-H", f"unix://{self.sock}", "version"], capture_output=True)
             if ok.returncode == 0:
                 return
             time.sleep(0.2)
-        raise AssertionError("private dockerd did not start: " + (self.root / "dockerd.log").read_text()[-2000:])
+        raise AssertionError(
+            "private dockerd did not start: " + (self.root / "dockerd.log").read_text()[-2000:]
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

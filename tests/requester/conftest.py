@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.node.conftest import RunningNode, node_settings, start_node
+from tests.requester.keys import client_key
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("sdk_driver.py")
@@ -28,6 +29,13 @@ def sdk_python() -> Path:
             f"the Bacalhau SDK virtualenv is missing: run {script}\n{done.stderr[-2000:]}", pytrace=False
         )
     return ROOT / ".venv-sdk" / "bin" / "python"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _client_keys_made_outside_the_loop() -> None:
+    # RSA key generation takes ~50 ms of CPU each: made here (cached) rather than
+    # in an async test, where it would block the test's loop (tests/loopblock.py).
+    client_key(0), client_key(1)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -20,15 +21,23 @@ Serve = Callable[[web.Application], Awaitable[str]]
 
 
 @pytest.fixture
-def ipfs_add(ipfs_bin: str) -> Callable[..., str]:
-    """Add a path (recursively) with the ipfs CLI; the root CID. only_hash=True: a CID kubo lacks."""
+def ipfs_add(ipfs_bin: str) -> Callable[..., Awaitable[str]]:
+    """Add a path (recursively) with the ipfs CLI; the root CID. only_hash=True: a CID kubo lacks.
 
-    def add(path: Path, *, only_hash: bool = False) -> str:
+    A coroutine: adding a big tree takes seconds the test's loop must not spend blocked
+    (tests/loopblock.py).
+    """
+
+    async def add(path: Path, *, only_hash: bool = False) -> str:
         cmd = [ipfs_bin, "add", "-Q", "-r", "--pin=false", str(path)]
         if only_hash:
             cmd.insert(2, "--only-hash")
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60, env=os.environ)
-        return out.stdout.strip()
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=os.environ
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode().strip()
 
     return add
 

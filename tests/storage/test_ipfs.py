@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -53,11 +53,11 @@ async def test_check(storage: IPFSStorage, tmp_path: Path) -> None:
 
 
 async def test_file_cid_is_a_file_at_path(
-    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     f = tmp_path / "hello.txt"
     f.write_bytes(b"hello " + os.urandom(8).hex().encode())
-    cid = ipfs_add(f)
+    cid = await ipfs_add(f)
     vol = await storage.prepare(ipfs_spec(cid, "/inputs/hello.txt"), tmp_path / "work")
     assert vol.host_path.is_file() and vol.host_path.read_bytes() == f.read_bytes()
     assert vol.target == "/inputs/hello.txt"
@@ -66,9 +66,9 @@ async def test_file_cid_is_a_file_at_path(
 
 
 async def test_directory_cid_is_a_directory(
-    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
-    cid = ipfs_add(tree)
+    cid = await ipfs_add(tree)
     vol = await storage.prepare(ipfs_spec(cid), tree.parent / "work")
     assert vol.host_path.is_dir()
     assert (vol.host_path / "a.txt").read_text() == "alpha\n"
@@ -79,9 +79,9 @@ async def test_directory_cid_is_a_directory(
 
 
 async def test_two_cids_in_one_job_and_cache_reuse(
-    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
-    one, two = ipfs_add(tree / "a.txt"), ipfs_add(tree)
+    one, two = await ipfs_add(tree / "a.txt"), await ipfs_add(tree)
     v1, v2 = await asyncio.gather(
         storage.prepare(ipfs_spec(one, "/inputs/a"), tree.parent),
         storage.prepare(ipfs_spec(two, "/inputs/b"), tree.parent),
@@ -97,11 +97,11 @@ async def test_two_cids_in_one_job_and_cache_reuse(
 
 
 async def test_missing_cid_fails_within_fetch_timeout(
-    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., str]
+    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     f = tmp_path / "never-added"
     f.write_bytes(os.urandom(64))
-    cid = ipfs_add(f, only_hash=True)
+    cid = await ipfs_add(f, only_hash=True)
     storage = IPFSStorage(IPFSConfig(api=ipfs_api, fetch_timeout=3), tmp_path / "cache")
     try:
         async with asyncio.timeout(3 + 10):  # a bound, not a measurement
@@ -113,34 +113,34 @@ async def test_missing_cid_fails_within_fetch_timeout(
     assert not list((tmp_path / "cache").iterdir())
 
 
-async def test_locality(storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]) -> None:
-    local = ipfs_add(tree)
+async def test_locality(storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., Awaitable[str]]) -> None:
+    local = await ipfs_add(tree)
     (tree / "extra").write_text(os.urandom(8).hex())
-    absent = ipfs_add(tree, only_hash=True)
+    absent = await ipfs_add(tree, only_hash=True)
     assert await storage.has_locally(ipfs_spec(local))
     assert not await storage.has_locally(ipfs_spec(absent))
     assert not await storage.has_locally(ipfs_spec("not/a/cid"))
 
 
 async def test_symlink_out_of_the_dag_is_refused(
-    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     (tree / "escape").symlink_to("/etc/passwd")
-    cid = ipfs_add(tree)
+    cid = await ipfs_add(tree)
     with pytest.raises(InputUnavailable, match="points to the absolute path"):
         await storage.prepare(ipfs_spec(cid), tree.parent)
     assert not [p for p in storage.cache_dir.iterdir()]
 
 
 async def test_nested_tree_with_links_and_empty_entries(
-    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     (tree / "sub" / "deeper" / "empty-dir").mkdir(parents=True)
     (tree / "sub" / "deeper" / "empty.txt").write_bytes(b"")
     (tree / "sub" / "deeper" / "blob").write_bytes(blob := os.urandom(700_000))  # several blocks
     (tree / "sub" / "to-a").symlink_to("../a.txt")
     (tree / "to-sub").symlink_to("sub")
-    cid = ipfs_add(tree)
+    cid = await ipfs_add(tree)
     vol = await storage.prepare(ipfs_spec(cid), tree.parent)
     root = vol.host_path
     assert (root / "sub" / "deeper" / "blob").read_bytes() == blob
@@ -162,24 +162,28 @@ async def test_nested_tree_with_links_and_empty_entries(
     ],
 )
 async def test_symlink_leaving_the_tree_is_refused(
-    storage: IPFSStorage, tree: Path, ipfs_add: Callable[..., str], links: dict[str, str], message: str
+    storage: IPFSStorage,
+    tree: Path,
+    ipfs_add: Callable[..., Awaitable[str]],
+    links: dict[str, str],
+    message: str,
 ) -> None:
     for name, target in links.items():
         (tree / name).symlink_to(target)
-    cid = ipfs_add(tree)
+    cid = await ipfs_add(tree)
     with pytest.raises(InputUnavailable, match=message):
         await storage.prepare(ipfs_spec(cid), tree.parent)
     assert not list(storage.cache_dir.iterdir())
 
 
 async def test_lru_eviction_spares_entries_in_use(
-    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., str]
+    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     cids = []
     for i in range(3):
         f = tmp_path / f"f{i}"
         f.write_bytes(os.urandom(4000))
-        cids.append(ipfs_add(f))
+        cids.append(await ipfs_add(f))
     storage = IPFSStorage(IPFSConfig(api=ipfs_api, cache_size=9000), tmp_path / "cache")
     try:
         v0 = await storage.prepare(ipfs_spec(cids[0]), tmp_path)
@@ -195,12 +199,13 @@ async def test_lru_eviction_spares_entries_in_use(
 
 
 async def test_cancelled_fetch_leaves_no_partial(
-    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     big = tmp_path / "big"
     (big / "d").mkdir(parents=True)
-    (big / "d" / "blob").write_bytes(os.urandom(40 << 20))
-    cid = ipfs_add(big)
+    blob = big / "d" / "blob"
+    await asyncio.to_thread(lambda: blob.write_bytes(os.urandom(40 << 20)))  # 40 MiB: ~150 ms of CPU
+    cid = await ipfs_add(big)
     task = asyncio.create_task(storage.prepare(ipfs_spec(cid), tmp_path))
     await asyncio.sleep(0.05)
     task.cancel()
@@ -213,14 +218,14 @@ async def test_cancelled_fetch_leaves_no_partial(
 
 
 async def test_hundred_files_sharded_with_glob_and_batch(
-    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., str]
+    storage: IPFSStorage, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for i in range(100):
         (data / f"{i:03d}.txt").write_text(f"{i}\n")
     (data / "README.md").write_text("not matched")
-    cid = ipfs_add(data)
+    cid = await ipfs_add(data)
     spec = Spec.model_validate(
         {
             "Engine": "Noop",
