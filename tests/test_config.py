@@ -54,7 +54,11 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in model.model_fields.items():
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel) and name not in ("total", "job_max", "job_default", "queue"):
+        if (
+            isinstance(ann, type)
+            and issubclass(ann, BaseModel)
+            and name not in ("total", "job_max", "job_default", "queue")
+        ):
             out += _keys(ann, f"{prefix}{name}.")
         else:
             out.append(f"{prefix}{name}")
@@ -112,7 +116,9 @@ def test_fixed_keys_as_architecture_writes_them() -> None:
 
 
 def test_env_overrides_one_key_and_keeps_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "api: {listen: 127.0.0.1:2000, token: from-file}\nengines: {docker: {enabled: true}}\n")
+    path = write(
+        tmp_path, "api: {listen: 127.0.0.1:2000, token: from-file}\nengines: {docker: {enabled: true}}\n"
+    )
     monkeypatch.setenv("COMPUTENODE_API__LISTEN", "127.0.0.1:3000")
     monkeypatch.setenv("COMPUTENODE_ENGINES__DOCKER__ENABLED", "false")
     monkeypatch.setenv("COMPUTENODE_TIMEOUTS__JOB_MAX", "2h")
@@ -159,11 +165,16 @@ def test_bad_durations(text: str | int) -> None:
 
 
 def test_sizes_and_cpu(tmp_path: Path) -> None:
-    s = load_settings(write(tmp_path, """
+    s = load_settings(
+        write(
+            tmp_path,
+            """
 capacity: {total: {cpu: "2", memory: 8Gi, disk: 100GB, gpu: "1"}, job_max: {cpu: 500m, memory: 512mb}}
 retention: {min_free_disk: 2GB}
 engines: {wasm: {cache_size: 1048576}}
-"""))
+""",
+        )
+    )
     total, job_max = s.capacity.total.to_usage(), s.capacity.job_max.to_usage()
     assert (total.cpu, total.memory, total.disk, total.gpu) == (2.0, 8 * 2**30, 100 * 2**30, 1)
     assert (job_max.cpu, job_max.memory) == (0.5, 512 * 2**20)
@@ -171,14 +182,17 @@ engines: {wasm: {cache_size: 1048576}}
 
 
 def test_one_error_per_wrong_field(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 api: {listen: localhost, prot: 1}
 timeouts: {job_max: forever}
 capacity: {total: {memory: 12 potatoes}}
 engines: {docker: {pull_policy: sometimes}}
 job_selection: {locality: everywhere}
 logging: {level: loud}
-""")
+""",
+    )
     with pytest.raises(SpecError) as info:
         load_settings(path)
     assert sorted(fields_of(info.value)) == sorted([

@@ -4,6 +4,7 @@ one job."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from computenode.store import NotFound
@@ -72,7 +73,7 @@ async def test_a_refused_offer_stores_nothing(make_node: Any) -> None:
 
 async def test_a_signed_submit_sent_twice_makes_one_job(make_node: Any) -> None:
     rn = await make_node()
-    key = client_key(0)
+    key = await asyncio.to_thread(client_key, 0)  # RSA key generation: off the loop
     body = signed_body(
         key, {"ClientID": client_id(key), "Job": {"APIVersion": "V1beta1", "Spec": NOOP}}, "data"
     )

@@ -10,7 +10,9 @@ from computenode.scheduler import Scheduler
 
 def make(total: R, queue: R | None = None, gpus: list[int] | None = None):
     started: list[tuple[str, tuple[int, ...]]] = []
-    s = Scheduler(total, queue if queue is not None else total, gpus or [], lambda e, g: started.append((e, g)))
+    s = Scheduler(
+        total, queue if queue is not None else total, gpus or [], lambda e, g: started.append((e, g))
+    )
     return s, started
 
 

@@ -33,7 +33,12 @@ async def render(url: str, screenshot: Path) -> str:
         )  # fmt: skip
         await asyncio.wait_for(shot.wait(), 60)
         dom = await asyncio.create_subprocess_exec(
-            chromium(), *flags, "--dump-dom", url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            chromium(),
+            *flags,
+            "--dump-dom",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await asyncio.wait_for(dom.communicate(), 60)
     return out.decode()
