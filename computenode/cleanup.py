@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
+from computenode.disk import tree_size
 from computenode.store import NotFound, Store
 
 log = logging.getLogger(__name__)
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _remove(path: Path) -> int:
-    freed = _size(path)
+    freed = tree_size(path)
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -36,8 +23,9 @@ def _remove(path: Path) -> int:
     return freed
 
 
-async def clean(store: Store, executions_root: Path, published_root: Path, keep_failed_s: float,
-                results_max_age_s: float) -> int:  # fmt: skip
+async def clean(
+    store: Store, executions_root: Path, published_root: Path, keep_failed_s: float, results_max_age_s: float
+) -> int:
     """Remove what is no longer needed; the bytes freed. Every file system call runs in a thread."""
     freed = 0
     now = time.time()

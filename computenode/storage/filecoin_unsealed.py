@@ -8,24 +8,17 @@ the path is mounted read-only as it is.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 
 from computenode.config import FilecoinUnsealedConfig
+from computenode.disk import tree_size
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSpec
 from computenode.volume import InputVolume
 
 _CID = re.compile(r"^[A-Za-z0-9]{10,200}$")  # no "/" or "..": the CID lands in a path
 _PLACEHOLDER = re.compile(r"\{\{\s*\.CID\s*\}\}")
-
-
-def disk_usage(path: Path) -> int:
-    """Bytes of the regular files under path (or of the file itself), symlinks not followed."""
-    if not path.is_dir():
-        return path.stat().st_size
-    return sum(os.lstat(os.path.join(root, f)).st_size for root, _, files in os.walk(path) for f in files)
 
 
 class FilecoinUnsealedStorage:
@@ -55,7 +48,7 @@ class FilecoinUnsealedStorage:
 
     async def size(self, spec: StorageSpec) -> int:
         try:
-            return await asyncio.to_thread(disk_usage, self.path_for(spec.cid))
+            return await asyncio.to_thread(tree_size, self.path_for(spec.cid))
         except (InputUnavailable, OSError):
             return 0
 

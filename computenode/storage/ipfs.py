@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from computenode.config import IPFSConfig
+from computenode.disk import tree_size
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSource, StorageSpec
 from computenode.storage.ipfs_client import KuboClient, KuboError, stream_to_file
@@ -320,16 +321,6 @@ def _remove_leftovers(cache_dir: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def _disk_usage(path: Path) -> int:
-    if not path.is_dir() or path.is_symlink():
-        return path.lstat().st_size
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            total += os.lstat(os.path.join(root, f)).st_size
-    return total
-
-
 def _cache_entries(cache_dir: Path, sizes: dict[str, int]) -> list[tuple[int, Path, int]]:
     """(mtime_ns, path, bytes) of each complete cache entry; `sizes` memoizes the byte counts."""
     if not cache_dir.is_dir():
@@ -339,7 +330,7 @@ def _cache_entries(cache_dir: Path, sizes: dict[str, int]) -> list[tuple[int, Pa
         if not p.name.startswith("."):
             try:
                 if p.name not in sizes:
-                    sizes[p.name] = _disk_usage(p)
+                    sizes[p.name] = tree_size(p)
                 out.append((p.lstat().st_mtime_ns, p, sizes[p.name]))
             except FileNotFoundError:
                 continue

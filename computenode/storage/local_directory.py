@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from computenode.config import LocalDirectoryConfig
+from computenode.disk import tree_size
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSpec
-from computenode.storage.filecoin_unsealed import disk_usage
 from computenode.volume import InputVolume
 
 
@@ -50,7 +50,7 @@ class LocalDirectoryStorage:
 
     async def size(self, spec: StorageSpec) -> int:
         try:
-            return await asyncio.to_thread(lambda: disk_usage(self.resolve(spec.source_path)))
+            return await asyncio.to_thread(lambda: tree_size(self.resolve(spec.source_path)))
         except (InputUnavailable, OSError):
             return 0
 
