@@ -4,7 +4,7 @@
 
 Bare = compile + instantiate + run `_start` with WASI stdout to a file, in this process.
 Cold = one executor job with an empty module cache (it compiles, writes the artifact).
-Goals (issue 4): cold <= 1.5x bare, cache-hit p50 <= 15 ms, >= 100 jobs/s.
+Goals: cold <= 1.5x bare, cache-hit p50 <= 15 ms, >= 100 jobs/s.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@
 # ${COMPUTENODE_TESTBED_DIR:-/var/tmp/computenode-testbed}. Progress goes to
 # stderr; stdout of `up` is only the env file path, so
 #   set -a; . "$(scripts/testbed.sh up)"; set +a
-# works. See docs in /work/shared/TESTBED.md for why each flag is there.
+# works. Each flag is explained where it is used below.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

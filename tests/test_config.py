@@ -88,7 +88,7 @@ def test_every_option_has_a_comment() -> None:
             assert "#" in line or previous.startswith("#"), f"line {number} has no comment: {line}"
 
 
-# The keys ARCHITECTURE.md fixes, as it writes them.
+# The keys docs/configuration.md documents, as it writes them.
 FIXED = {
     "node.id": "", "api.listen": "127.0.0.1:1234", "api.token": "",
     "capacity.total": {"cpu": "", "memory": "", "disk": "", "gpu": ""},
@@ -213,7 +213,7 @@ def test_unreadable_configs(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
-    # pydantic-settings' YAML source would silently use the defaults (LIBRARIES.md §10.11).
+    # pydantic-settings' YAML source would silently use the defaults (docs/libraries.md).
     with pytest.raises(SpecError, match="cannot read config"):
         load_settings(tmp_path / "nope.yaml")
 

@@ -3,8 +3,8 @@
 Plain HTTP rather than aioipfs 0.7.1: that library swallows connection errors
 (returns None), cannot add a single file with aiohttp >= 3.12, buffers `get`
 into a temp tar and extracts it without a filter, and ignores its read timeout
-(docs/libraries.md). aiohttp rather than httpx: on loopback httpx read a
-1 GiB body at ~110 MB/s where aiohttp and curl read ~450 MB/s (docs/storage.md).
+(docs/libraries.md). aiohttp rather than httpx: it reads large bodies several
+times faster here (figures in docs/storage.md).
 Every call is a POST, as kubo requires, and raises KuboError (or
 KuboUnreachable) instead of returning a sentinel. Timeouts are the caller's:
 wrap calls in `asyncio.timeout`.
@@ -192,8 +192,8 @@ async def stream_to_file(
 
 
 async def _open(dest: Path, mode: str) -> IO[Any]:
-    """open() in a thread: creating a file took ~1 ms here, which stalled the loop
-    for seconds over a directory of small files. On cancel it is closed once open returns."""
+    """open() in a thread: creating a file is slow enough to stall the loop over a directory
+    of small files. On cancel it is closed once open returns."""
     opening = asyncio.ensure_future(asyncio.to_thread(open, dest, mode))
     try:
         return await asyncio.shield(opening)

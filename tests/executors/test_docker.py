@@ -1,4 +1,4 @@
-"""The Docker executor against the real engine (TESTBED.md): no mock of Docker anywhere.
+"""The Docker executor against the real engine (scripts/testbed.sh): no mock of Docker anywhere.
 
 Each test runs under a node ID of its own; an autouse fixture fails the test when a
 container labelled with it is left behind.

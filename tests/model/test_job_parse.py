@@ -34,7 +34,7 @@ def docker_job(**spec: object) -> dict[str, object]:
     return {"APIVersion": "V1beta1", "Spec": {"Engine": "Docker", "Docker": {"Image": "busybox"}, **spec}}
 
 
-# -- seed 002 -------------------------------------------------------------------------------------
+# -- the submit envelope ---------------------------------------------------------------------------------
 
 
 def test_seed_002_envelope(seed_002: bytes) -> None:

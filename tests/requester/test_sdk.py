@@ -137,7 +137,7 @@ async def test_seed_shapes_and_ownership_over_raw_http(node: RunningNode) -> Non
     key = client_key(0)
     me = client_id(key)
     noop = {"APIVersion": "V1beta1", "Spec": {"Engine": "Noop", "Publisher": "Noop"}}
-    # seed 002's envelope: the whole body is {"data": {ClientID, Job}, signature, client_public_key}
+    # the submit envelope: the whole body is {"data": {ClientID, Job}, signature, client_public_key}
     resp = await node.http.post(
         "/requester/submit", content=signed_body(key, {"ClientID": me, "Job": noop}, "data")
     )
