@@ -197,21 +197,22 @@ class Node:
 
         s = self.settings
         claim = DataDirClaim(self.data_dir)
-        claim.acquire()  # before the store: a second node on this data_dir touches nothing
+        await asyncio.to_thread(claim.acquire)  # before the store: a second node here touches nothing
         stack.callback(claim.release)
         self.store = Store(self.data_dir / "computenode.db")
         await self.store.open()
         stack.push_async_callback(self.store.close)
-        self.node_id = node_id_for(s)
+        self.node_id = await asyncio.to_thread(node_id_for, s)
         self.http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         )
-        self.backends = build_backends(s, self.node_id, self.base_url)
+        # Building engines imports and compiles (wasmtime, aiodocker): in a thread, once.
+        self.backends = await asyncio.to_thread(build_backends, s, self.node_id, self.base_url)
         stack.push_async_callback(self.backends.aclose)
         checks = {"store": self.store.check, "loops": self._loops.check, **self.backends.checks()}
         self.health = Health(checks, self.data_dir, s.retention.min_free_disk)
         await self.health.refresh()
-        self.limits = node_limits_for(s, self.data_dir)
+        self.limits = await asyncio.to_thread(node_limits_for, s, self.data_dir)
         default_publisher = Publisher(s.publishers.default)
         self.availability = Availability(self.backends, self.health, default_publisher, s.node.labels)
         plans = ShardPlans(self.backends.storage)
@@ -235,7 +236,7 @@ class Node:
             default_timeout_s=s.timeouts.job_default,
             metrics=self.metrics,
         )
-        gpus = gpu_indexes()
+        gpus = await asyncio.to_thread(gpu_indexes)  # may run nvidia-smi
         self.callbacks = CallbackSender(self.store, self.http)
         self.compute = Compute(
             node_id=self.node_id,
@@ -326,7 +327,7 @@ class Node:
             needs_restart += ["node.id", "node.data_dir"]
         self.settings = old.model_copy(update=live)
         self.availability.node_labels = dict(new.node.labels)
-        self.limits = node_limits_for(new, self.data_dir)
+        self.limits = await asyncio.to_thread(node_limits_for, new, self.data_dir)
         self.bidder.update(selection=new.job_selection, limits=self.limits)
         self.compute.scheduler.resize(self.limits.total, self.limits.queue)
         logging.getLogger().setLevel(new.logging.level.upper())
