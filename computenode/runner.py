@@ -18,6 +18,7 @@ from pathlib import Path
 from computenode.backends import Backends
 from computenode.errors import ExecutionFailed, InputUnavailable, PublishFailed
 from computenode.executors.base import ExecutionRequest
+from computenode.executors.results import make_harmless
 from computenode.metrics import Metrics
 from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSpec, Verifier
 from computenode.shards import ShardPlans
@@ -110,6 +111,12 @@ class Runner:
             )
             with self._timed("run"):
                 result = await executor.run(request)
+            refused = await asyncio.to_thread(make_harmless, results)
+            if refused:
+                reason = (
+                    f"the job wrote {', '.join(refused[:5])}: device nodes, FIFOs and sockets are refused"
+                )
+                raise ExecutionFailed(reason, result=result, retryable=False)
             proposal = await self.verifiers[spec.verifier].proposal(results)
             return RunOutcome(result, proposal)
         finally:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -115,3 +116,30 @@ def collect(results_dir: Path, exit_code: int, runner_error: str = "") -> RunCom
         exit_code=exit_code,
         runner_error=runner_error,
     )
+
+
+SPECIAL_KINDS = {stat.S_IFCHR: "a device node", stat.S_IFBLK: "a device node", stat.S_IFIFO: "a FIFO"}
+SPECIAL_KINDS[stat.S_IFSOCK] = "a socket"
+
+
+def make_harmless(results_dir: Path) -> list[str]:
+    """Take from what a job wrote every way to more rights on the host: setuid and setgid bits
+    are cleared, device nodes, FIFOs and sockets removed. The removed ones, as "<kind> <path>".
+
+    Blocking (it walks the tree): call it in a thread. Symlinks are not followed.
+    """
+    removed: list[str] = []
+    for root, dirs, files in os.walk(results_dir):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            kind = SPECIAL_KINDS.get(stat.S_IFMT(st.st_mode))
+            if kind is not None:
+                os.unlink(path)
+                removed.append(f"{kind} {os.path.relpath(path, results_dir)}")
+            elif st.st_mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    return removed

@@ -77,6 +77,14 @@ def _publish(results_dir: Path, dest: Path) -> None:
         raise PublishFailed(f"writing {dest} failed: {exc}") from exc
 
 
+def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Only files, dirs and links, without setuid/setgid bits: a second fence after the runner's."""
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return None
+    member.mode &= ~0o6000
+    return member
+
+
 def _archive(results_dir: Path, dest: Path) -> None:
     """Write the tar.gz beside dest and rename it in: a crash never leaves half an archive."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +92,7 @@ def _archive(results_dir: Path, dest: Path) -> None:
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
             for entry in sorted(results_dir.iterdir()):
-                tar.add(entry, arcname=entry.name, recursive=True)  # dereference=False by default
+                tar.add(entry, arcname=entry.name, recursive=True, filter=_plain)  # symlinks kept as links
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -245,6 +245,8 @@ def test_data_dir_is_private_to_the_node(daemon) -> None:
     d.start()
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "computenode.pid").stat().st_mode & 0o777 == 0o600
+    for name in ("computenode.db", "computenode.db-wal", "computenode.db-shm"):
+        assert (data / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_restart_removes_the_previous_runs_containers_whatever_their_age(daemon) -> None:
