@@ -13,6 +13,7 @@ from pathlib import Path
 from computenode.errors import DataDirInUse
 
 PID_FILE = "computenode.pid"
+PID_WIDTH = 16
 
 
 class DataDirClaim:
@@ -34,8 +35,9 @@ class DataDirClaim:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             raise DataDirInUse(str(self.data_dir), holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Written in place at a fixed width, never truncated: on a full disk the block it already
+        # has is all it needs.
+        os.pwrite(fd, f"{os.getpid()}\n".ljust(PID_WIDTH).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

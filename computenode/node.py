@@ -28,6 +28,7 @@ from computenode.executors.base import Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
 from computenode.model import ExecutionState, Publisher
+from computenode.reserve import DiskReserve
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.shards import ShardPlans
@@ -79,6 +80,7 @@ class Node:
         self.bidder: Bidder
         self.limits: NodeLimits
         self.availability: Availability
+        self.reserve: DiskReserve
         self.callbacks: CallbackSender
         self.http: httpx.AsyncClient
         self.api_address: tuple[str, int] | None = None
@@ -199,7 +201,9 @@ class Node:
         claim = DataDirClaim(self.data_dir)
         await asyncio.to_thread(claim.acquire)  # before the store: a second node here touches nothing
         stack.callback(claim.release)
-        self.store = Store(self.data_dir / "computenode.db")
+        self.reserve = DiskReserve(self.data_dir)
+        await asyncio.to_thread(self.reserve.release_if_low)
+        self.store = Store(self.data_dir / "computenode.db", on_full=self.reserve.release)
         await self.store.open()
         stack.push_async_callback(self.store.close)
         self.node_id = await asyncio.to_thread(node_id_for, s)
@@ -234,6 +238,7 @@ class Node:
             plans=plans,
             default_publisher=default_publisher,
             default_timeout_s=s.timeouts.job_default,
+            disk_fallback=self.limits.job_max.disk,
             metrics=self.metrics,
         )
         gpus = await asyncio.to_thread(gpu_indexes)  # may run nvidia-smi
@@ -354,6 +359,7 @@ class Node:
         loops.every("bid_expiry", 1.0, self.compute.expire_bids)
         loops.every("reaper", self.settings.engines.docker.reap_interval, self._reap_orphans)
         loops.every("cleanup", 60.0, self._clean_disk)
+        loops.every("disk_reserve", 5.0, partial(asyncio.to_thread, self.reserve.ensure))
         loops.start("watchdog", partial(notify_loop, self.status_line))
 
     async def run(self, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:

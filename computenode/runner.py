@@ -7,6 +7,7 @@ Protocols, in the registries the node built (backends.py).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
 import time
@@ -28,6 +29,18 @@ from computenode.volume import InputVolume
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def _disk_full_is_a_failure() -> Iterator[None]:
+    """The node's own disk filling up mid-run (stdout, outputs) fails the execution with the reason;
+    the work dir is then removed like any failed execution's."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise ExecutionFailed(f"no space left on the node's disk: {exc}", retryable=False) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     result: RunCommandResult
@@ -44,6 +57,7 @@ class Runner:
         plans: ShardPlans,
         default_publisher: Publisher,
         default_timeout_s: float,
+        disk_fallback: int = 0,
         metrics: Metrics | None = None,
     ) -> None:
         self.node_id = node_id
@@ -55,6 +69,7 @@ class Runner:
         self.plans = plans
         self.default_publisher = default_publisher
         self.default_timeout_s = default_timeout_s
+        self.disk_fallback = disk_fallback  # the allowance of a job that asked for no disk: job_max
         self.metrics = metrics or Metrics()
 
     @contextmanager
@@ -106,10 +121,11 @@ class Runner:
                 resources=ex.usage,
                 timeout_s=spec.timeout or self.default_timeout_s,
                 gpu_indexes=gpus,
+                disk_allowance=ex.usage.disk or self.disk_fallback,
                 entry_module=entry,
                 import_modules=tuple(imports),
             )
-            with self._timed("run"):
+            with self._timed("run"), _disk_full_is_a_failure():
                 result = await executor.run(request)
             refused = await asyncio.to_thread(make_harmless, results)
             if refused:

@@ -24,6 +24,7 @@ class ExecutionRequest:
     resources: ResourceUsageData  # what the node reserved (job_default filled in)
     timeout_s: float  # the job's effective timeout
     gpu_indexes: tuple[int, ...] = ()
+    disk_allowance: int = 0  # bytes the outputs may take (Resources.Disk, else job_max); 0: unwatched
     entry_module: InputVolume | None = None  # WASM only
     import_modules: tuple[InputVolume, ...] = field(default_factory=tuple)  # WASM only
 

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -25,11 +26,12 @@ from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
 from computenode.config import DockerConfig
+from computenode.disk import tree_size
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory
 from computenode.executors.base import ExecutionRequest
 from computenode.executors.docker_config import EXECUTION, container_config, container_name, node_filter
 from computenode.executors.docker_image import ensure_image, seconds_text
-from computenode.executors.results import STDERR, STDOUT, CappedWriter, collect, output_dirs
+from computenode.executors.results import NO_EXIT_CODE, STDERR, STDOUT, CappedWriter, collect, output_dirs
 from computenode.model import RunCommandResult
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ CHECK_TIMEOUT_S = 5.0
 API_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)  # short calls; long ones are unbounded
 DRAIN_TIMEOUT_S = 10.0  # after exit, the attach stream ends at once; this only bounds a stuck engine
 OOM_REASON = "memory limit exceeded"
+DISK_WATCH_S = 0.5  # how often outputs are measured against the disk allowance
 SIGNAL_EXIT = 128  # exit codes from here up: the process died of a signal (128 + its number)
 
 
@@ -115,17 +118,30 @@ class DockerExecutor:
         results = request.results_dir
         out = CappedWriter(results / STDOUT, self.cfg.stream_cap)
         err = CappedWriter(results / STDERR, self.cfg.stream_cap)
+        watch = _DiskWatch(
+            container, [results / o.name for o in request.spec.outputs], request.disk_allowance
+        )
         try:
             # Attach before start so nothing the job prints is missed; attach (not logs) is byte-exact.
             async with container.attach(stdout=True, stderr=True) as stream:
                 pump = asyncio.create_task(_pump(stream, out, err))
+                # Output that cannot be written (the node's disk is full) stops the job: else it
+                # blocks on a stream nobody reads, and never exits.
+                killing: list[asyncio.Task[None]] = []
+                pump.add_done_callback(lambda t: _kill_if_failed(t, container, killing))
+                watching = asyncio.create_task(watch.run())
                 try:
                     timed_out = await self._start_and_wait(container, request)
                 finally:
+                    watching.cancel()
+                    await asyncio.gather(watching, *killing, return_exceptions=True)
                     await _drain(pump)
         finally:
             out.close()
             err.close()
+        if watch.over:
+            partial = await asyncio.to_thread(collect, results, NO_EXIT_CODE, watch.over)
+            raise ExecutionFailed(watch.over, result=partial, retryable=False)
         state = (await container.show())["State"]
         if not timed_out and int(state.get("ExitCode", 0)) >= SIGNAL_EXIT:
             await _not_killed_by_others(self._client(), container.id, started_at=float(state_started(state)))
@@ -173,6 +189,28 @@ class DockerExecutor:
                 removed += 1
                 log.info("reaped container", extra={"execution_id": execution_id, "container": row.id})
         return removed
+
+
+class _DiskWatch:
+    """Kills the container once its outputs take more than the execution's disk allowance."""
+
+    def __init__(self, container: DockerContainer, dirs: list[Path], allowance: int) -> None:
+        self.container, self.dirs, self.allowance = container, dirs, allowance
+        self.over = ""  # the reason, once it went over
+
+    async def run(self) -> None:
+        if self.allowance <= 0 or not self.dirs:
+            return
+        while True:
+            await asyncio.sleep(DISK_WATCH_S)
+            used = await asyncio.to_thread(lambda: sum(tree_size(d) for d in self.dirs))
+            if used > self.allowance:
+                self.over = (
+                    f"outputs took {used} bytes, over the disk allowance of {self.allowance} bytes "
+                    "(Resources.Disk, else capacity.job_max.disk): the job was stopped"
+                )
+                await _kill(self.container)
+                return
 
 
 def state_started(state: dict[str, Any]) -> float:
@@ -229,6 +267,13 @@ async def _pump(stream: Stream, out: CappedWriter, err: CappedWriter) -> None:
         writer = err if msg.stream == 2 else out
         writer.write(msg.data)
         writer.flush()
+
+
+def _kill_if_failed(
+    pump: asyncio.Task[None], container: DockerContainer, killing: list[asyncio.Task[None]]
+) -> None:
+    if not pump.cancelled() and pump.exception() is not None:
+        killing.append(asyncio.ensure_future(_kill(container)))
 
 
 async def _drain(pump: asyncio.Task[None]) -> None:

@@ -18,6 +18,7 @@ from computenode.model import MAX_INLINE_OUTPUT, RunCommandResult, StorageSpec
 
 DEFAULT_STREAM_CAP = 1 << 30
 STDOUT, STDERR, EXIT_CODE = "stdout", "stderr", "exitCode"
+NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout, stopped by the node)
 
 
 def output_dirs(results_dir: Path, outputs: list[StorageSpec]) -> list[tuple[Path, str]]:

@@ -40,7 +40,7 @@ from wasmtime import (
 from computenode.config import WasmConfig
 from computenode.errors import ExecutionFailed, InvalidModule, JobTimeout, SpecError
 from computenode.executors.base import ExecutionRequest
-from computenode.executors.results import STDERR, STDOUT, collect, output_dirs
+from computenode.executors.results import NO_EXIT_CODE, STDERR, STDOUT, collect, output_dirs
 from computenode.executors.wasm_cache import ModuleCache, fingerprint
 from computenode.model import RunCommandResult
 from computenode.volume import InputVolume
@@ -51,7 +51,6 @@ T = TypeVar("T")
 EPOCH_PERIOD_S = 0.01  # how often the engine's epoch advances: the timeout/cancel resolution
 DEFAULT_ENTRY_POINT = "_start"
 STOP_GRACE_S = 1.0  # how long a stopped run may take to leave a host call
-NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout)
 
 _CALLBACK_ARGS = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes
 _EpochCallback = _CALLBACK_ARGS[1]

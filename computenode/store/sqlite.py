@@ -148,15 +148,31 @@ def _decode(row: sqlite3.Row) -> Execution:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_full: Callable[[], bool] | None = None) -> None:
+        """`on_full()` frees some disk when a write finds it full (True: try the write again)."""
         self.path = path
+        self.on_full = on_full
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """fn(*args) on the store thread; a full disk gets one more try once on_full freed room
+        (every call is one statement or one transaction, rolled back when it fails)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            try:
+                return fn(*args)
+            except sqlite3.Error as exc:
+                if (
+                    exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_FULL
+                    or self.on_full is None
+                    or not self.on_full()
+                ):
+                    raise
+                return fn(*args)
         except sqlite3.Error as exc:
             if exc.sqlite_errorcode & 0xFF in _DOWN_CODES:  # extended codes keep the primary in the low byte
                 raise DependencyDown("store", f"{self.path}: {exc}") from exc
