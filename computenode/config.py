@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,8 +47,18 @@ def _size(value: Any) -> int:
     return parse_bytes(value if isinstance(value, int | str) else str(value))
 
 
+def _network(value: Any) -> IPv4Network | IPv6Network:
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    try:
+        return ip_network(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network in CIDR form, e.g. 127.0.0.1/32 ({exc})") from None
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
 
 
 class Section(BaseModel):
@@ -164,7 +175,11 @@ class URLConfig(Section):
     max_size: Size = 10 * 1024**3
     fetch_timeout: Duration = 600.0
     retries: int = Field(3, ge=0)
-    deny_private: bool = False  # refuse loopback and private-range addresses
+    # refuse loopback, private-range and other non-global addresses, on every redirect hop
+    # and on the address actually connected to
+    deny_private: bool = False
+    # exceptions to deny_private: CIDRs that may be fetched anyway, e.g. 127.0.0.1/32
+    allow_private: list[Network] = Field(default_factory=list)
 
 
 class FilecoinUnsealedConfig(Section):
