@@ -165,4 +165,3 @@ async def test_migration_3_splits_version_2_callback_urls_into_destination_and_n
         await s.close()
     await fresh(tmp_path / "fresh.db")
     assert schema(path) == schema(tmp_path / "fresh.db")
-
