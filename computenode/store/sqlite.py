@@ -172,7 +172,11 @@ class Store:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except sqlite3.Error as exc:
-            if exc.sqlite_errorcode & 0xFF in _DOWN_CODES:  # extended codes keep the primary in the low byte
+            # Only errors from the SQLite library carry a code; the sqlite3 module's own checks
+            # (a closed connection: ProgrammingError) do not. Extended codes keep the primary
+            # one in the low byte.
+            code: int | None = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _DOWN_CODES:
                 raise DependencyDown("store", f"{self.path}: {exc}") from exc
             raise
 
