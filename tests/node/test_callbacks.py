@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -241,3 +242,20 @@ async def test_callbacks_of_several_executions_reach_a_recovering_requester_in_o
     assert calls(callbacks.received) == queued
     metrics = (await rn.http.get("/metrics")).text
     assert re.search(r"^computenode_callbacks_pending 0\.0$", metrics, re.M), metrics
+
+
+async def test_a_store_that_fails_ends_the_loop_with_its_error(
+    tmp_path: Path, http: httpx.AsyncClient, callbacks: CallbackServer
+) -> None:
+    """The supervisor (supervisor.py) restarts a loop that raises and reports it in /readyz."""
+    callbacks.fail = True
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    sender = CallbackSender(s, http, backoff=fast)
+    await send(sender, callbacks.url, ORDER[0])
+    task = asyncio.create_task(sender.run(asyncio.Event()))
+    await until(callbacks, lambda: len(callbacks.refused) >= 1)
+    await s.close()  # the queue task's next read fails
+    # A closed store: the pool refuses work (RuntimeError) or the connection does (sqlite3).
+    with pytest.raises((RuntimeError, sqlite3.ProgrammingError)):
+        await asyncio.wait_for(task, 5)
