@@ -174,6 +174,9 @@ class Node:
     async def execution_counts(self) -> dict[ExecutionState, int]:
         return await self.store.counts()
 
+    async def pending_callbacks(self) -> int:
+        return await self.store.count_callbacks()
+
     async def job_record(self, job_id: str) -> JobRecord:
         return await self.store.get_job(job_id)
 

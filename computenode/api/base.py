@@ -143,6 +143,10 @@ class NodeView(Protocol):
 
     async def execution_counts(self) -> dict[ExecutionState, int]: ...
 
+    async def pending_callbacks(self) -> int:
+        """Callbacks stored and not yet acknowledged by their destination."""
+        ...
+
     async def job_record(self, job_id: str) -> JobRecord: ...
 
     async def client_jobs(self, client_id: str, limit: int) -> list[JobRecord]:

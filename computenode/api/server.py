@@ -145,6 +145,7 @@ class ApiServer:
             m.executions.labels(state.value).set(counts.get(state, 0))
         m.queue_depth.set(cap.queued_executions)
         m.running.set(cap.running_executions)
+        m.callbacks_pending.set(await self.node.pending_callbacks())
         for key, value in cap.total.to_wire().items():
             m.capacity_total.labels(key.lower()).set(value)
         for key, value in cap.available.to_wire().items():

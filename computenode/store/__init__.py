@@ -1,11 +1,12 @@
 """The persistent execution store (SQLite)."""
 
 from computenode.errors import InvalidTransition, NotFound, StoreError
-from computenode.store.execution import Callback, Execution, JobRecord, Transition
+from computenode.store.execution import Callback, Destination, Execution, JobRecord, Transition
 from computenode.store.sqlite import Store
 
 __all__ = [
     "Callback",
+    "Destination",
     "Execution",
     "InvalidTransition",
     "JobRecord",

@@ -68,9 +68,24 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Destination:
+    """Where callbacks go: a transport (a key of callbacks.CallbackSender.transports) and an
+    address in its terms; the requester's CallbackURL for "http"."""
+
+    transport: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{self.address}"
+
+
+@dataclass(frozen=True, slots=True)
 class Callback:
-    id: int
-    url: str
+    """One queued callback: `name` (on_run_complete, ...) with its JSON body, for `destination`."""
+
+    id: int  # the order: a destination's callbacks are delivered by ascending id
+    destination: Destination
+    name: str
     body: str
-    attempts: int
-    next_at: float
+    attempts: int  # deliveries refused so far
+    next_at: float  # no delivery before (epoch seconds)

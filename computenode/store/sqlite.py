@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from computenode.errors import DependencyDown, InvalidTransition, NotFound, SchemaTooNew
 from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
-from computenode.store.execution import Callback, Execution, JobRecord, Transition
+from computenode.store.execution import Callback, Destination, Execution, JobRecord, Transition
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
 
@@ -61,6 +61,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN spec_hash TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE jobs ADD COLUMN submission TEXT NOT NULL DEFAULT ''",
         "CREATE UNIQUE INDEX jobs_submission ON jobs (client_id, submission) WHERE submission != ''",
+    ),
+    # 3: a callback names its destination (transport, address) and its name instead of one URL,
+    # and each destination's queue is read in id order (callbacks.py delivers it first in, first
+    # out). A version-2 URL is base + "/" + name: rtrim by its non-slash characters leaves the
+    # base with its last slash.
+    (
+        """CREATE TABLE callbacks_v3 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, transport TEXT NOT NULL, address TEXT NOT NULL,
+    name TEXT NOT NULL, body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL)""",
+        """INSERT INTO callbacks_v3 (id, transport, address, name, body, attempts, next_at)
+    SELECT id, 'http', substr(base, 1, length(base) - 1), substr(url, length(base) + 1), body, attempts, next_at
+    FROM (SELECT *, rtrim(url, replace(url, '/', '')) AS base FROM callbacks)""",
+        "DROP TABLE callbacks",
+        "ALTER TABLE callbacks_v3 RENAME TO callbacks",
+        "CREATE INDEX callbacks_queue ON callbacks (transport, address, id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -174,7 +189,11 @@ class Store:
                     raise
                 return fn(*args)
         except sqlite3.Error as exc:
-            if exc.sqlite_errorcode & 0xFF in _DOWN_CODES:  # extended codes keep the primary in the low byte
+            # Only errors from the SQLite library carry a code; the sqlite3 module's own checks
+            # (a closed connection: ProgrammingError) do not. Extended codes keep the primary
+            # one in the low byte.
+            code: int | None = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _DOWN_CODES:
                 raise DependencyDown("store", f"{self.path}: {exc}") from exc
             raise
 
@@ -400,26 +419,47 @@ class Store:
         return await self._call(lambda: [_job(r) for r in self.db.execute(sql, args).fetchall()])
 
     # -- callbacks (persisted so a restart or a requester briefly down loses none) ---------
-    async def add_callback(self, url: str, body: str) -> None:
-        await self._call(
-            lambda: self.db.execute(
-                "INSERT INTO callbacks (url, body, attempts, next_at) VALUES (?, ?, 0, ?)",
-                (url, body, time.time()),
-            )
-        )
+    # A destination's queue is its rows in id order; its head (the lowest id) is the only one
+    # callbacks.py delivers, and the head's attempts and next_at are the destination's backoff.
+    async def add_callback(self, destination: Destination, name: str, body: str) -> int:
+        """Append a callback to `destination`'s queue; its id."""
 
-    async def due_callbacks(self, now: float, limit: int = 100) -> list[Callback]:
-        def q() -> list[Callback]:
-            rows = self.db.execute(
-                "SELECT * FROM callbacks WHERE next_at <= ? ORDER BY id LIMIT ?", (now, limit)
-            ).fetchall()
-            return [Callback(r["id"], r["url"], r["body"], r["attempts"], r["next_at"]) for r in rows]
+        def q() -> int:
+            cur = self.db.execute(
+                "INSERT INTO callbacks (transport, address, name, body, attempts, next_at)"
+                " VALUES (?, ?, ?, ?, 0, ?)",
+                (destination.transport, destination.address, name, body, time.time()),
+            )
+            if cur.lastrowid is None:  # an INSERT into a rowid table always sets it
+                raise RuntimeError("no id for the stored callback")
+            return cur.lastrowid
 
         return await self._call(q)
 
-    async def next_callback_at(self) -> float | None:
-        row = await self._call(lambda: self.db.execute("SELECT MIN(next_at) AS t FROM callbacks").fetchone())
-        return row["t"]
+    async def callback_head(self, destination: Destination) -> Callback | None:
+        """The oldest callback still queued for `destination`."""
+        row = await self._call(
+            lambda: self.db.execute(
+                "SELECT * FROM callbacks WHERE transport = ? AND address = ? ORDER BY id LIMIT 1",
+                (destination.transport, destination.address),
+            ).fetchone()
+        )
+        return _callback(row) if row is not None else None
+
+    async def callback_heads(self, due_by: float | None = None, limit: int = 1000) -> list[Callback]:
+        """The head of every destination's queue, oldest first; only those due by `due_by` if given."""
+        sql = _HEADS + (" WHERE c.next_at <= ?" if due_by is not None else "") + " ORDER BY c.id LIMIT ?"
+        args: tuple[float | int, ...] = (due_by, limit) if due_by is not None else (limit,)
+        return await self._call(lambda: [_callback(r) for r in self.db.execute(sql, args).fetchall()])
+
+    async def callbacks(self, limit: int = 1000) -> list[Callback]:
+        """Every queued callback, oldest first."""
+        sql = "SELECT * FROM callbacks ORDER BY id LIMIT ?"
+        return await self._call(lambda: [_callback(r) for r in self.db.execute(sql, (limit,)).fetchall()])
+
+    async def count_callbacks(self) -> int:
+        row = await self._call(lambda: self.db.execute("SELECT COUNT(*) AS n FROM callbacks").fetchone())
+        return int(row["n"])
 
     async def callback_done(self, callback_id: int) -> None:
         await self._call(lambda: self.db.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,)))
@@ -431,6 +471,22 @@ class Store:
                 (next_at, callback_id),
             )
         )
+
+
+# The lowest id per destination, read from the index callbacks_queue alone.
+_HEADS = """SELECT c.* FROM callbacks AS c
+    JOIN (SELECT MIN(id) AS id FROM callbacks GROUP BY transport, address) AS h ON c.id = h.id"""
+
+
+def _callback(row: sqlite3.Row) -> Callback:
+    return Callback(
+        id=row["id"],
+        destination=Destination(row["transport"], row["address"]),
+        name=row["name"],
+        body=row["body"],
+        attempts=row["attempts"],
+        next_at=row["next_at"],
+    )
 
 
 def _transition(row: sqlite3.Row) -> Transition:

@@ -189,7 +189,7 @@ async def states(store: Store, eid: str) -> list[ExecutionState]:
 
 
 async def callbacks(store: Store) -> list[str]:
-    return [cb.url.rsplit("/", 1)[1] for cb in await store.due_callbacks(now=1e18)]
+    return [cb.name for cb in await store.callbacks()]
 
 
 async def bid(compute: Compute, job: Job | None = None) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from computenode.errors import DependencyDown, SchemaTooNew
 from computenode.model import ExecutionState as S
-from computenode.store import Execution, JobRecord, Store
+from computenode.store import Destination, Execution, JobRecord, Store
 from computenode.store import sqlite as store_sqlite
 
 # The schema exactly as computenode wrote it before numbered migrations (schema_version=1).
@@ -132,3 +132,36 @@ async def test_a_file_that_is_no_database_is_a_store_down(tmp_path: Path) -> Non
         await s.open()
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
     await s.close()
+
+
+async def test_migration_3_splits_version_2_callback_urls_into_destination_and_name(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    with db:
+        for statement in (*store_sqlite.MIGRATIONS[0], *store_sqlite.MIGRATIONS[1]):
+            db.execute(statement)
+        db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        db.executemany(
+            "INSERT INTO callbacks (url, body, attempts, next_at) VALUES (?, ?, ?, ?)",
+            [
+                ("http://127.0.0.1:9/cb/on_run_complete", "1", 3, 50.0),
+                ("https://requester.example/on_cancel_complete", "2", 0, 60.0),
+                ("http://127.0.0.1:9/cb/on_publish_complete", "3", 0, 70.0),
+            ],
+        )
+    db.close()
+    s = Store(path)
+    await s.open()
+    try:
+        got = [(c.id, str(c.destination), c.name, c.body, c.attempts, c.next_at) for c in await s.callbacks()]
+        assert got == [
+            (1, "http:http://127.0.0.1:9/cb", "on_run_complete", "1", 3, 50.0),
+            (2, "http:https://requester.example", "on_cancel_complete", "2", 0, 60.0),
+            (3, "http:http://127.0.0.1:9/cb", "on_publish_complete", "3", 0, 70.0),
+        ]
+        # The next callback is queued behind them.
+        assert await s.add_callback(Destination("http", "http://127.0.0.1:9/cb"), "on_run_complete", "4") == 4
+    finally:
+        await s.close()
+    await fresh(tmp_path / "fresh.db")
+    assert schema(path) == schema(tmp_path / "fresh.db")

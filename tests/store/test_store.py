@@ -9,7 +9,7 @@ import pytest
 
 from computenode.model import ExecutionState as S
 from computenode.model import ResourceUsageData, RunCommandResult
-from computenode.store import Execution, InvalidTransition, JobRecord, NotFound, Store
+from computenode.store import Destination, Execution, InvalidTransition, JobRecord, NotFound, Store
 
 
 @pytest.fixture
@@ -75,10 +75,68 @@ async def test_survives_reopen_and_lists_active(tmp_path: Path) -> None:
         await s.close()
 
 
-async def test_callbacks_queue(store: Store) -> None:
-    await store.add_callback("http://127.0.0.1:1/on_run_complete", "{}")
-    [cb] = await store.due_callbacks(now=1e12)
-    await store.callback_retry(cb.id, next_at=1e12 + 10)
-    assert await store.due_callbacks(now=1e12) == []
-    await store.callback_done(cb.id)
-    assert await store.next_callback_at() is None
+A = Destination("http", "http://127.0.0.1:1/a")
+B = Destination("http", "http://127.0.0.1:2/b")
+
+
+async def test_a_destination_s_head_is_its_oldest_callback(store: Store) -> None:
+    ids = [
+        await store.add_callback(A, "on_run_complete", "1"),
+        await store.add_callback(B, "on_run_complete", "2"),
+        await store.add_callback(A, "on_publish_complete", "3"),
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    head = await store.callback_head(A)
+    assert head is not None and (head.id, head.name, head.body) == (ids[0], "on_run_complete", "1")
+    assert head.destination == A and head.attempts == 0
+    assert await store.callback_head(Destination("http", "http://127.0.0.1:3/c")) is None
+    # A retried head stays the head: the one behind it waits.
+    await store.callback_retry(ids[0], next_at=1e12)
+    head = await store.callback_head(A)
+    assert head is not None and (head.id, head.attempts, head.next_at) == (ids[0], 1, 1e12)
+    await store.callback_done(ids[0])
+    head = await store.callback_head(A)
+    assert head is not None and head.id == ids[2]
+
+
+async def test_the_heads_are_one_per_destination_and_only_due_ones_when_asked(store: Store) -> None:
+    a1 = await store.add_callback(A, "on_run_complete", "a1")
+    await store.add_callback(A, "on_run_complete", "a2")
+    b1 = await store.add_callback(B, "on_run_complete", "b1")
+    assert [c.id for c in await store.callback_heads()] == [a1, b1]
+    await store.callback_retry(a1, next_at=1e12)
+    # A's head is in backoff: A has nothing due, even though a2 itself would be.
+    assert [c.id for c in await store.callback_heads(due_by=1e11)] == [b1]
+    assert [c.id for c in await store.callback_heads(due_by=1e12)] == [a1, b1]
+    assert [c.id for c in await store.callback_heads(limit=1)] == [a1]
+
+
+async def test_callbacks_are_listed_and_counted_in_order(store: Store) -> None:
+    assert await store.callbacks() == [] and await store.count_callbacks() == 0
+    for i, dest in enumerate((A, B, A)):
+        await store.add_callback(dest, "on_run_complete", str(i))
+    assert [c.body for c in await store.callbacks()] == ["0", "1", "2"]
+    assert await store.count_callbacks() == 3
+
+
+async def test_queued_callbacks_survive_reopening(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    try:
+        first = await s.add_callback(A, "on_run_complete", "1")
+        await s.add_callback(A, "on_publish_complete", "2")
+        await s.callback_retry(first, next_at=123.0)
+    finally:
+        await s.close()
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    try:
+        got = [(c.id, c.name, c.attempts, c.next_at) for c in await s.callbacks()][:1]
+        assert got == [(first, "on_run_complete", 1, 123.0)]
+        assert [c.body for c in await s.callbacks()] == ["1", "2"]
+        # A deleted id is not handed out again, so the order holds across restarts.
+        await s.callback_done(first)
+        await s.callback_done(first + 1)
+        assert await s.add_callback(A, "on_run_complete", "3") > first + 1
+    finally:
+        await s.close()
