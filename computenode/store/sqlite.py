@@ -181,11 +181,8 @@ class Store:
             try:
                 return fn(*args)
             except sqlite3.Error as exc:
-                if (
-                    exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_FULL
-                    or self.on_full is None
-                    or not self.on_full()
-                ):
+                full = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL
+                if not full or self.on_full is None or not self.on_full():
                     raise
                 return fn(*args)
         except sqlite3.Error as exc:
