@@ -31,6 +31,7 @@ from computenode.api.requester import add_requester_routes
 from computenode.api.views import execution_view, job_state, latest_per_shard, shard_state
 from computenode.errors import SpecError
 from computenode.model import ExecutionState, job_from_document
+from computenode.model.base import MAX_LIST_ELEMENTS
 from computenode.store import NotFound
 from computenode.version import version
 
@@ -221,6 +222,14 @@ class ApiServer:
         indexes = field(body, "ShardIndexes", [0])
         if not isinstance(indexes, list) or not all(_is_index(i) for i in indexes):
             raise SpecError([("ShardIndexes", "must be a list of shard indexes")])
+        # Each listed index is one bid: a repeated index would bid twice on one shard, and an
+        # unbounded list makes one request bid (and check capacity) without end.
+        if len(indexes) > MAX_LIST_ELEMENTS:
+            raise SpecError(
+                [("ShardIndexes", f"{len(indexes)} indexes, more than the {MAX_LIST_ELEMENTS} allowed")]
+            )
+        if len(set(indexes)) != len(indexes):
+            raise SpecError([("ShardIndexes", "lists a shard index more than once")])
         url = field(body, "CallbackURL", "") or ""
         if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
             raise SpecError([("CallbackURL", f"{url!r} is not an http(s) URL")])

@@ -243,7 +243,7 @@ class Job(Wire):
         meta = data.get("Metadata") or {}
         if isinstance(meta, dict):
             meta = dict(meta)
-            meta_lower = {k.lower() for k in meta}
+            meta_lower = {k.lower() for k in meta if isinstance(k, str)}  # YAML keys may be numbers
             for flat in ("id", "clientid", "createdat"):
                 if flat in lower and flat not in meta_lower:
                     meta[lower[flat]] = data[lower[flat]]
@@ -251,7 +251,7 @@ class Job(Wire):
         spec = data.get("Spec")
         if isinstance(spec, dict):
             spec = dict(spec)
-            spec_lower = {k.lower() for k in spec}
+            spec_lower = {k.lower() for k in spec if isinstance(k, str)}
             for part in ("deal", "executionplan"):
                 if part in lower and part not in spec_lower:
                     spec[lower[part]] = data[lower[part]]

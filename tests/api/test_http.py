@@ -116,3 +116,19 @@ async def test_error_mid_stream_closes_the_connection_and_node_stays_up(
     monkeypatch.undo()
     assert (await rn.http.get("/healthz")).status_code == 200
     await rn.http.post(f"/api/v1/jobs/{job_id}/cancel")
+
+
+@pytest.mark.parametrize(
+    "indexes", [[0, 0], [0] * 1001, list(range(1001))], ids=["twice", "1001-same", "1001"]
+)
+async def test_ask_for_bid_refuses_repeated_or_too_many_shard_indexes(
+    make_node: Any, indexes: list[int]
+) -> None:
+    # Found by tests/api/test_fuzz.py: each repeat of an index was a bid of its own, and checking
+    # capacity for a thousand of them blocked the event loop for half a second.
+    rn: RunningNode = await make_node()
+    body = {"Job": {"Spec": {"Engine": "Noop"}}, "ShardIndexes": indexes}
+    resp = await rn.http.post("/api/v1/compute/ask_for_bid", json=body)
+    assert resp.status_code == 400, resp.text
+    assert [e["field"] for e in resp.json()["errors"]] == ["ShardIndexes"]
+    assert (await rn.http.get("/api/v1/executions")).json()["Executions"] == []

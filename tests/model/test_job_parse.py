@@ -370,3 +370,17 @@ def test_deep_nesting_is_an_error() -> None:
         parse_job("[" * 100_000 + "]" * 100_000)
     with pytest.raises(SpecError):
         parse_job('{"Spec": ' * 5000 + "{}" + "}" * 5000)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "Metadata: {1: x}\nSpec: {Engine: Noop}",
+        "Spec: {Engine: Noop, true: 2}",
+        "Spec: {Engine: Noop, null: 2}",
+    ],
+)
+def test_yaml_keys_that_are_not_strings_are_ignored(document: str) -> None:
+    # Found by tests/api/test_fuzz.py: YAML keeps `1:` and `true:` as a number and a bool, and
+    # Job's hoisting of flat fields called .lower() on every key of Metadata and Spec (a 500).
+    assert parse_job(document).spec.engine is Engine.NOOP
