@@ -36,6 +36,9 @@ class Scheduler:
         self.reserved: dict[str, _Entry] = {}
         self.queued: dict[str, _Entry] = {}  # insertion order is FIFO order
         self.running: dict[str, tuple[_Entry, tuple[int, ...]]] = {}
+        # Running totals, kept as entries come and go: a decision costs O(1), not O(executions).
+        self._running_total = ResourceUsageData()
+        self._pending_total = ResourceUsageData()
 
     def __repr__(self) -> str:
         return (
@@ -43,20 +46,20 @@ class Scheduler:
         )
 
     # -- accounting --------------------------------------------------------------------------
-    def _sum(self, entries: list[_Entry]) -> ResourceUsageData:
-        out = ResourceUsageData()
-        for e in entries:
-            out = out.add(e.usage)
-        return out
-
     @property
     def running_usage(self) -> ResourceUsageData:
-        return self._sum([e for e, _ in self.running.values()])
+        return self._running_total
 
     @property
     def pending_usage(self) -> ResourceUsageData:
         """Reserved and queued: committed but not running."""
-        return self._sum([*self.reserved.values(), *self.queued.values()])
+        return self._pending_total
+
+    def _pend(self, usage: ResourceUsageData, sign: int) -> None:
+        self._pending_total = _settled(self._pending_total, usage, sign, not (self.reserved or self.queued))
+
+    def _run(self, usage: ResourceUsageData, sign: int) -> None:
+        self._running_total = _settled(self._running_total, usage, sign, not self.running)
 
     @property
     def available(self) -> ResourceUsageData:
@@ -80,20 +83,26 @@ class Scheduler:
         reasons = self.admit_reasons(usage)
         if not reasons:
             self.reserved[execution_id] = _Entry(usage, time.monotonic() + ttl_s)
+            self._pend(usage, +1)
         return reasons
 
     def enqueue(self, execution_id: str, usage: ResourceUsageData | None = None) -> None:
         """An accepted bid (or a restarted execution) joins the queue; starts it if it fits."""
-        entry = self.reserved.pop(execution_id, None) or _Entry(usage or ResourceUsageData())
-        self.queued[execution_id] = entry
+        entry = self.reserved.pop(execution_id, None)
+        self.queued[execution_id] = entry or _Entry(usage or ResourceUsageData())
+        if entry is None:  # not reserved before (a restart, an owned job's overflow): newly committed
+            self._pend(self.queued[execution_id].usage, +1)
         self.pump()
 
     def release(self, execution_id: str) -> None:
         """Forget an execution wherever it is (rejected, expired, finished, cancelled)."""
-        self.reserved.pop(execution_id, None)
-        self.queued.pop(execution_id, None)
+        for waiting in (self.reserved, self.queued):
+            entry = waiting.pop(execution_id, None)
+            if entry is not None:
+                self._pend(entry.usage, -1)
         item = self.running.pop(execution_id, None)
         if item is not None:
+            self._run(item[0].usage, -1)
             self._free_gpus.extend(item[1])
             self._free_gpus.sort()
             self.pump()
@@ -110,10 +119,19 @@ class Scheduler:
                 gpus = tuple(self._free_gpus[: entry.usage.gpu])
                 del self._free_gpus[: entry.usage.gpu]
                 del self.queued[eid]
+                self._pend(entry.usage, -1)
                 self.running[eid] = (entry, gpus)
+                self._run(entry.usage, +1)
                 self._start(eid, gpus)
 
     def resize(self, total: ResourceUsageData, queue: ResourceUsageData) -> None:
         """New limits from a reload; what runs keeps running."""
         self.total, self.queue_capacity = total, queue
         self.pump()
+
+
+def _settled(total: ResourceUsageData, usage: ResourceUsageData, sign: int, empty: bool) -> ResourceUsageData:
+    """total + sign * usage; exactly zero once nothing is left, so float CPU never drifts."""
+    if empty:
+        return ResourceUsageData()
+    return total.add(usage) if sign > 0 else total.sub(usage)

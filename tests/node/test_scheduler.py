@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from computenode.model import ResourceUsageData as R
 from computenode.scheduler import Scheduler
 
@@ -60,3 +62,40 @@ def test_gpu_indexes_are_handed_out_and_returned() -> None:
     assert started == [("a", (0, 1))]
     s.release("a")
     assert started[-1] == ("b", (0, 1))
+
+
+def test_running_totals_match_the_entries_after_any_sequence() -> None:
+    """The scheduler keeps totals as entries come and go; they always equal the sums."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    ops = st.lists(
+        st.tuples(st.sampled_from(["reserve", "enqueue", "release"]), st.integers(0, 7)), max_size=60
+    )
+
+    @settings(max_examples=200, deadline=None, derandomize=True)
+    @given(ops)
+    def check(sequence: list[tuple[str, int]]) -> None:
+        started: list[str] = []
+        s = Scheduler(
+            R(cpu=2, memory=8 << 30),
+            R(cpu=2),
+            [],
+            lambda e, g: started.append(e),
+        )
+        for op, n in sequence:
+            eid, usage = f"e{n}", R(cpu=0.1 * (n + 1), memory=(n + 1) << 20)
+            if op == "reserve" and eid not in s.reserved and eid not in s.queued and eid not in s.running:
+                s.reserve(eid, usage, 60)
+            elif op == "enqueue" and eid not in s.queued and eid not in s.running:
+                s.enqueue(eid, usage)
+            elif op == "release":
+                s.release(eid)
+            pending = [e.usage for e in [*s.reserved.values(), *s.queued.values()]]
+            running = [e.usage for e, _ in s.running.values()]
+            assert s.pending_usage.cpu == pytest.approx(sum(u.cpu for u in pending), abs=1e-9)
+            assert s.pending_usage.memory == sum(u.memory for u in pending)
+            assert s.running_usage.cpu == pytest.approx(sum(u.cpu for u in running), abs=1e-9)
+            assert s.running_usage.memory == sum(u.memory for u in running)
+
+    check()
