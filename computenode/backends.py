@@ -97,9 +97,10 @@ def build_backends(settings: Settings, node_id: str, base_url: str) -> Backends:
     from computenode.storage.url import URLStorage
 
     st = settings.storage
-    b.storage[StorageSource.IPFS] = IPFSStorage(st.ipfs, data / "cache" / "ipfs")
+    max_files = settings.limits.max_files
+    b.storage[StorageSource.IPFS] = IPFSStorage(st.ipfs, data / "cache" / "ipfs", max_files=max_files)
     b.storage[StorageSource.URL_DOWNLOAD] = URLStorage(st.url)
-    b.storage[StorageSource.INLINE] = InlineStorage()
+    b.storage[StorageSource.INLINE] = InlineStorage(max_files=max_files)
     if st.filecoin_unsealed.path_template:
         from computenode.storage.filecoin_unsealed import FilecoinUnsealedStorage
 

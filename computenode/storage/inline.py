@@ -45,6 +45,9 @@ def _is_gzip_tar(media_type: str) -> bool:
 
 
 class InlineStorage:
+    def __init__(self, max_files: int = 100_000) -> None:
+        self.max_files = max_files  # members of a tar.gz (limits.max_files)
+
     async def aclose(self) -> None:
         """Nothing to release."""
 
@@ -70,7 +73,7 @@ class InlineStorage:
         await asyncio.to_thread(folder.mkdir, parents=True)
         dest = folder / "data"
         try:
-            await asyncio.to_thread(_materialize, media_type, data, dest)
+            await asyncio.to_thread(_materialize, media_type, data, dest, self.max_files)
         except (UnsafeArchive, tarfile.TarError, EOFError, OSError) as exc:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             reason = f"Inline input {spec.name or spec.path}: the tar.gz cannot be used: {exc}"
@@ -89,9 +92,9 @@ class InlineStorage:
         return [spec]
 
 
-def _materialize(media_type: str, data: bytes, dest: Path) -> None:
+def _materialize(media_type: str, data: bytes, dest: Path, max_files: int) -> None:
     if _is_gzip_tar(media_type):
-        extract_gzip_tar(io.BytesIO(data), dest, max_bytes=MAX_EXTRACTED)
+        extract_gzip_tar(io.BytesIO(data), dest, max_bytes=MAX_EXTRACTED, max_files=max_files)
     else:
         dest.write_bytes(data)
         dest.chmod(0o644)

@@ -28,7 +28,7 @@ from computenode.disk import tree_size
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSource, StorageSpec
 from computenode.storage.ipfs_client import KuboClient, KuboError, stream_to_file
-from computenode.storage.safe_tar import UnsafeArchive, check_member
+from computenode.storage.safe_tar import UnsafeArchive, check_member, too_many_files
 from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ _PARALLEL_CATS = 8  # files fetched at once: 2 MiB of buffers each; 4 was ~10% s
 
 
 class IPFSStorage:
-    def __init__(self, cfg: IPFSConfig, cache_dir: Path) -> None:
+    def __init__(self, cfg: IPFSConfig, cache_dir: Path, max_files: int = 100_000) -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
+        self.max_files = max_files  # entries of a fetched or sharded directory (limits.max_files)
         self.kubo = KuboClient(cfg.api)
         self._locks: dict[str, asyncio.Lock] = {}
         self._in_use: Counter[str] = Counter()
@@ -125,6 +126,10 @@ class IPFSStorage:
                 path=f"{path}/{link['Name']}",
             )
             out.append(child)
+            if len(out) > self.max_files:
+                raise InputUnavailable(
+                    f"IPFS CID {spec.cid}: {too_many_files(self.max_files)}", retryable=False
+                )
             if link.get("Type") == 1:
                 await self._walk(spec, link["Hash"], child.path, out)
 
@@ -150,8 +155,10 @@ class IPFSStorage:
             raise InputUnavailable(_stalled(cid, self.cfg.fetch_timeout)) from None
         except KuboError as exc:
             raise InputUnavailable(f"IPFS CID {cid} could not be fetched: {exc.message}") from exc
-        except UnsafeArchive as exc:
-            raise InputUnavailable(f"IPFS CID {cid} cannot be used as an input: {exc}") from exc
+        except UnsafeArchive as exc:  # the same CID is as unsafe next time: never retried
+            raise InputUnavailable(
+                f"IPFS CID {cid} cannot be used as an input: {exc}", retryable=False
+            ) from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
@@ -195,6 +202,9 @@ class IPFSStorage:
         deadline.reschedule(asyncio.get_running_loop().time() + self.cfg.fetch_timeout)
         seen: set[str] = set()
         for link in links:
+            tree.entries += 1
+            if tree.entries > self.max_files:
+                raise UnsafeArchive(too_many_files(self.max_files))
             name = _checked_name(rel, link.get("Name"), seen)
             path, path_rel = dest / name, f"{rel}{name}"
             kind = link.get("Type")
@@ -246,6 +256,7 @@ class _Tree:
 
     files: list[tuple[Path, str, int]] = field(default_factory=list)
     symlinks: list[tuple[Path, str]] = field(default_factory=list)
+    entries: int = 0  # every file, directory and symlink listed so far
 
 
 async def _run_bounded(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:

@@ -48,7 +48,11 @@ def check_member(member: tarfile.TarInfo) -> None:
         raise UnsafeArchive(f"archive member {member.name!r} is a device, FIFO or other special file")
 
 
-def extract_gzip_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int) -> int:
+def too_many_files(max_files: int) -> str:
+    return f"too many files: over {max_files} (limits.max_files)"
+
+
+def extract_gzip_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int, max_files: int) -> int:
     """Extract the tar.gz read from `fileobj` into `dest` (created); the regular-file bytes written.
 
     Blocking: call it in a thread.
@@ -56,7 +60,9 @@ def extract_gzip_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     total = 0
     with tarfile.open(fileobj=fileobj, mode="r:gz") as tar:
-        for member in tar:
+        for count, member in enumerate(tar, start=1):
+            if count > max_files:
+                raise UnsafeArchive(too_many_files(max_files))
             check_member(member)
             total += member.size if member.isfile() else 0
             if total > max_bytes:

@@ -94,3 +94,12 @@ def test_output_name_leaving_the_results_dir_is_rejected(tmp_path: Path) -> None
     with pytest.raises(SpecError, match="would leave the results dir"):
         output_dirs(tmp_path, [StorageSpec(name="../x", path="/outputs")])
     assert not (tmp_path.parent / "x").exists()
+
+
+async def test_a_tar_over_max_files_fails_naming_the_limit(tmp_path: Path) -> None:
+    members = [(entry(f"f{i}"), b"x") for i in range(4)]
+    with pytest.raises(InputUnavailable) as caught:
+        await InlineStorage(max_files=3).prepare(inline(tar_gz(*members)), tmp_path)
+    assert "too many files: over 3 (limits.max_files)" in caught.value.reason
+    assert not caught.value.retryable
+    assert list(tmp_path.iterdir()) == []

@@ -239,3 +239,23 @@ async def test_hundred_files_sharded_with_glob_and_batch(
     vols = [await storage.prepare(s, tmp_path / "work") for s in shard]
     assert [v.host_path.read_text() for v in vols] == ["98\n", "99\n"]
     assert [v.target for v in vols] == ["/inputs/098.txt", "/inputs/099.txt"]
+
+
+async def test_a_directory_over_max_files_fails_naming_the_limit(
+    ipfs_api: str, tmp_path: Path, ipfs_add: Callable[..., Awaitable[str]]
+) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(12):
+        (root / f"f{i:02}").write_text(str(i))
+    cid = await ipfs_add(root)
+    s = IPFSStorage(IPFSConfig(api=ipfs_api, fetch_timeout=20), tmp_path / "cache", max_files=10)
+    try:
+        for attempt in (s.prepare(ipfs_spec(cid), tmp_path / "work"), s.explode(ipfs_spec(cid))):
+            with pytest.raises(InputUnavailable) as caught:
+                await attempt
+            assert "too many files: over 10 (limits.max_files)" in caught.value.reason
+            assert not caught.value.retryable
+    finally:
+        await s.aclose()
+    assert not list((tmp_path / "cache").glob(cid))  # nothing half-fetched stays in the cache
