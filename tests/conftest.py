@@ -71,3 +71,49 @@ def wasm_modules_dir() -> Path:
     if reason:
         pytest.fail(services.not_running_message("WASM test modules", str(path), reason), pytrace=False)
     return path
+
+
+# -- nothing of the tests remains -------------------------------------------------------------
+# After the whole suite, no container made by a test node, no mount and no child process of the
+# tests may be left. What was there before the session (a developer's own node) is not counted.
+_MANAGED = "label=io.computenode.managed=1"
+
+
+def _containers() -> set[str]:
+    import subprocess
+
+    done = subprocess.run(["docker", "ps", "-aq", "--filter", _MANAGED], capture_output=True, text=True)
+    return set(done.stdout.split())
+
+
+def _test_mounts() -> set[str]:
+    with open("/proc/self/mounts") as f:
+        return {line.split()[1] for line in f if "/pytest-of-" in line.split()[1]}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_before_key] = _containers()
+
+
+_before_key = pytest.StashKey[set[str]]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import psutil
+
+    if session.config.option.collectonly or getattr(session.config, "workerinput", None) is not None:
+        return
+    before = session.config.stash.get(_before_key, set())
+    left = {
+        "containers": sorted(_containers() - before),
+        "mounts": sorted(_test_mounts()),
+        "processes": sorted(
+            f"{p.pid} {' '.join(p.cmdline()[:3])}" for p in psutil.Process().children(recursive=True)
+        ),
+    }
+    left = {k: v for k, v in left.items() if v}
+    if left and session.testscollected > 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"the tests left things behind: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -137,8 +137,9 @@ class DockerExecutor:
                     await asyncio.gather(watching, *killing, return_exceptions=True)
                     await _drain(pump)
         finally:
-            out.close()
-            err.close()
+            with contextlib.ExitStack() as closing:  # both closed, even when one fails (a full disk)
+                closing.callback(err.close)
+                closing.callback(out.close)
         if watch.over:
             partial = await asyncio.to_thread(collect, results, NO_EXIT_CODE, watch.over)
             raise ExecutionFailed(watch.over, result=partial, retryable=False)
