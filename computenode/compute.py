@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
@@ -21,13 +22,13 @@ from typing import Any, Protocol
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
 from computenode.config import LimitsConfig
-from computenode.errors import ExecutionFailed, Rejected
+from computenode.errors import ExecutionFailed, JobDeleted, Rejected
 from computenode.metrics import Metrics, reason_kind
 from computenode.model import ExecutionState, Job, ResourceUsageData, RunCommandResult, Verifier
 from computenode.rules import check_job, check_shards
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
-from computenode.store import Execution, InvalidTransition, JobRecord, Store
+from computenode.store import Execution, InvalidTransition, JobRecord, Store, Tombstone
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,16 @@ class Compute:
             spec_hash=spec_hash(job),
             submission=submission,
         )
-        stored = await self.store.claim_job(rec)
+        try:
+            stored = await self.store.claim_job(rec)
+        except sqlite3.IntegrityError:
+            # The trigger jobs_not_tombstoned (store migration 5): the ID or the signed submission
+            # is a deleted job's, deleted after this call looked it up.
+            if submission and isinstance(
+                tomb := await self.store.find_submission_or_tombstone(client_id, submission), Tombstone
+            ):
+                raise JobDeleted(tomb.id, tomb.deleted_at) from None
+            raise Rejected([id_deleted(job.id)]) from None
         if (stored.owned, stored.requester, stored.spec_hash) != (owned, requester, rec.spec_hash):
             raise Rejected([id_conflict(job.id)])
         self._cache(Job.model_validate_json(stored.job_json))
@@ -146,7 +156,9 @@ class Compute:
         already used by another job (another spec or requester) is Rejected and changes nothing."""
         job = with_identity(job)
         check_job(job, self.limits)
-        known = await self.store.find_job(job.id)
+        known = await self.store.find_job_or_tombstone(job.id)
+        if isinstance(known, Tombstone):
+            raise Rejected([id_deleted(job.id)])
         made: dict[int, Execution] = {}
         if known is not None:
             if (known.owned, known.requester, known.spec_hash) != (False, callback_url, spec_hash(job)):
@@ -206,6 +218,10 @@ class Compute:
         )
         try:
             await self.store.create(ex, "bid made")
+        except sqlite3.IntegrityError:
+            # The trigger executions_not_tombstoned: retention deleted the job since it was claimed.
+            self.scheduler.release(eid)
+            raise Rejected([id_deleted(job.id)]) from None
         except BaseException:
             self.scheduler.release(eid)
             raise
@@ -354,9 +370,11 @@ class Compute:
 
         `client_id` is set only for verified submissions (requester API); it owns the job there.
         `submission` is the digest of such a signed submission: the same one again returns the
-        job it made instead of a second job.
+        job it made instead of a second job, or JobDeleted (naming it) once retention deleted it.
         """
-        if submission and (rec := await self.store.find_submission(client_id, submission)):
+        if submission and (rec := await self.store.find_submission_or_tombstone(client_id, submission)):
+            if isinstance(rec, Tombstone):
+                raise JobDeleted(rec.id, rec.deleted_at)
             return await self.job(rec.id), await self.store.executions(job_id=rec.id)
         job = with_new_identity(job)  # an ID in the submission is ignored: the node names the job
         check_job(job, self.limits)
@@ -521,6 +539,10 @@ def spec_hash(job: Job) -> str:
 
 def id_conflict(job_id: str) -> str:
     return f"job ID {job_id} is already used on this node by another job (another spec or requester)"
+
+
+def id_deleted(job_id: str) -> str:
+    return f"job ID {job_id} named a job this node has deleted (retention.history_for): an ID is never reused"
 
 
 def with_new_identity(job: Job) -> Job:

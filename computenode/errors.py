@@ -13,6 +13,7 @@
      │    └── PublishFailed       results could not be published
      ├── StoreError           the execution store refuses a request
      │    ├── NotFound            no such execution or job (API 404)
+     │    │    └── JobDeleted      the job was deleted after retention.history_for (API 410)
      │    ├── InvalidTransition   the lifecycle forbids the change (API 409)
      │    └── SchemaTooNew        the database was written by a newer computenode
      ├── DependencyDown       a service the node needs is unreachable (shown in /readyz)
@@ -100,6 +101,15 @@ class StoreError(ComputeNodeError):
 
 class NotFound(StoreError):
     """No execution or job by that ID."""
+
+
+class JobDeleted(NotFound):
+    """The job was deleted after retention.history_for; its tombstone keeps the ID (`job_id`)."""
+
+    def __init__(self, job_id: str, deleted_at: float) -> None:
+        self.job_id = job_id
+        self.deleted_at = deleted_at
+        super().__init__(f"job {job_id} ended long ago and was deleted after retention.history_for")
 
 
 class InvalidTransition(StoreError):

@@ -1,7 +1,8 @@
 """HTTP helpers every handler uses: bounded bodies parsed off the loop, JSON answers and errors.
 
 Errors keep the API's shapes: 400 `{"error", "errors": [{"field", "message"}]}`, 409
-`{"error", "reasons"}`, 404 and 401 `{"error"}`. An exception the handler did not expect is a
+`{"error", "reasons"}`, 404 and 401 `{"error"}`, 410 `{"error", "JobID"}` (a job deleted after
+retention.history_for). An exception the handler did not expect is a
 bug: it is logged with its traceback and answered with a JSON 500, and the node keeps serving.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from computenode.errors import Rejected, SpecError
+from computenode.errors import JobDeleted, Rejected, SpecError
 from computenode.model import load_document
 from computenode.store import InvalidTransition, NotFound
 
@@ -66,6 +67,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(409, "the node will not run this job", exc.reasons)
     except InvalidTransition as exc:
         return error_response(409, str(exc), [str(exc)])
+    except JobDeleted as exc:
+        return json_response({"error": str(exc), "JobID": exc.job_id}, 410)
     except NotFound as exc:
         return error_response(404, f"not found: {exc}")
     except web.HTTPException as exc:

@@ -1,7 +1,7 @@
 """The persistent execution store (SQLite)."""
 
 from computenode.errors import InvalidTransition, NotFound, StoreError
-from computenode.store.execution import Callback, Destination, Execution, JobRecord, Transition
+from computenode.store.execution import Callback, Destination, Execution, JobRecord, Tombstone, Transition
 from computenode.store.sqlite import Store
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "NotFound",
     "Store",
     "StoreError",
+    "Tombstone",
     "Transition",
 ]

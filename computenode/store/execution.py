@@ -89,3 +89,18 @@ class Callback:
     body: str
     attempts: int  # deliveries refused so far
     next_at: float  # no delivery before (epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is kept of a job deleted after retention.history_for (cleanup.py): enough that its ID
+    never names another job and its signed submission, sent again, names this one."""
+
+    id: str
+    owned: bool
+    client_id: str
+    requester: str
+    spec_hash: str
+    submission: str
+    created_at: float
+    deleted_at: float

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from computenode.errors import DependencyDown, InvalidTransition, NotFound, SchemaTooNew
 from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
-from computenode.store.execution import Callback, Destination, Execution, JobRecord, Transition
+from computenode.store.execution import Callback, Destination, Execution, JobRecord, Tombstone, Transition
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
 
@@ -76,6 +76,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE callbacks",
         "ALTER TABLE callbacks_v3 RENAME TO callbacks",
         "CREATE INDEX callbacks_queue ON callbacks (transport, address, id)",
+    ),
+    # 5: retention (cleanup.py). Files and rows are found by their stored timestamps through
+    # indexes; a deleted job leaves a tombstone, and the triggers keep its ID and its signed
+    # submission from ever naming a new job, or a new execution joining it, whichever code
+    # path inserts.
+    (
+        "CREATE INDEX executions_updated ON executions (updated_at, id)",
+        "CREATE INDEX jobs_updated ON jobs (updated_at, id)",
+        """CREATE TABLE job_tombstones (
+    id TEXT PRIMARY KEY, owned INTEGER NOT NULL, client_id TEXT NOT NULL, requester TEXT NOT NULL,
+    spec_hash TEXT NOT NULL, submission TEXT NOT NULL, created_at REAL NOT NULL, deleted_at REAL NOT NULL)""",
+        "CREATE UNIQUE INDEX job_tombstones_submission ON job_tombstones (client_id, submission)"
+        " WHERE submission != ''",
+        """CREATE TRIGGER jobs_not_tombstoned BEFORE INSERT ON jobs
+    WHEN EXISTS (SELECT 1 FROM job_tombstones WHERE id = NEW.id)
+        OR (NEW.submission != '' AND EXISTS (SELECT 1 FROM job_tombstones
+            WHERE client_id = NEW.client_id AND submission = NEW.submission AND submission != ''))
+    BEGIN SELECT RAISE(ABORT, 'job tombstoned'); END""",
+        """CREATE TRIGGER executions_not_tombstoned BEFORE INSERT ON executions
+    WHEN EXISTS (SELECT 1 FROM job_tombstones WHERE id = NEW.job_id)
+    BEGIN SELECT RAISE(ABORT, 'job tombstoned'); END""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -468,6 +489,131 @@ class Store:
                 (next_at, callback_id),
             )
         )
+
+    # -- retention (cleanup.py) -----------------------------------------------------------------
+    async def ended_after(
+        self, after: tuple[float, str], until: float, limit: int
+    ) -> list[tuple[float, str]]:
+        """(updated_at, id) of terminal executions past the cursor `after` and ended by `until`, in
+        that order, read from the index executions_updated. A terminal execution is never updated
+        again, so a cursor kept over this order meets each one once."""
+        sql = f"""SELECT updated_at, id FROM executions INDEXED BY executions_updated
+            WHERE updated_at >= ? AND updated_at <= ? AND (updated_at > ? OR id > ?)
+            AND state IN ({_TERMINAL_MARKS}) ORDER BY updated_at, id LIMIT ?"""
+        args = (after[0], until, after[0], after[1], *_TERMINAL, limit)
+        rows = await self._call(lambda: self.db.execute(sql, args).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    async def expired_jobs(
+        self, before: float, after: tuple[float, str], limit: int
+    ) -> tuple[dict[str, list[str]], tuple[float, str] | None]:
+        """Jobs changed last before `before` whose every execution ended before it too, each with
+        its executions' IDs: from the cursor `after` (jobs' updated_at, id), about `limit`
+        executions' worth, at most `limit` jobs looked at. The cursor to go on from (None at the
+        end). A job held back by a live or recent execution is passed over, not waited for."""
+
+        def q() -> tuple[dict[str, list[str]], tuple[float, str] | None]:
+            rows = self.db.execute(_JOBS_AFTER, (after[0], before, after[0], after[1], limit)).fetchall()
+            found: dict[str, list[str]] = {}
+            executions = 0
+            for i, row in enumerate(rows):
+                if self.db.execute(_HELD_BACK, (row["id"], *_TERMINAL, before)).fetchone() is None:
+                    ids = [r[0] for r in self.db.execute(_JOB_EXECUTIONS, (row["id"],)).fetchall()]
+                    found[row["id"]] = ids
+                    executions += len(ids)
+                if executions >= limit or i == len(rows) - 1:
+                    done = executions < limit and len(rows) < limit
+                    return found, None if done else (row["updated_at"], row["id"])
+            return found, None
+
+        return await self._call(q)
+
+    async def delete_jobs(self, job_ids: list[str], before: float) -> tuple[list[str], int]:
+        """Delete each job with its executions and their history, leaving a tombstone, if it still
+        qualifies (expired_jobs' test, checked again in the transaction: an offer may have bid on
+        it since); one transaction. The jobs deleted and how many executions went with them."""
+
+        def q() -> tuple[list[str], int]:
+            deleted: list[str] = []
+            executions = 0
+            now = time.time()
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                for job_id in job_ids:
+                    if self.db.execute(_HELD_BACK, (job_id, *_TERMINAL, before)).fetchone() is not None:
+                        continue
+                    self.db.execute(_TOMBSTONE, (now, job_id))
+                    self.db.execute(
+                        "DELETE FROM history WHERE execution_id IN (SELECT id FROM executions WHERE job_id = ?)",
+                        (job_id,),
+                    )
+                    executions += self.db.execute(
+                        "DELETE FROM executions WHERE job_id = ?", (job_id,)
+                    ).rowcount
+                    self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                    deleted.append(job_id)
+            return deleted, executions
+
+        return await self._call(q)
+
+    async def known_executions(self, execution_ids: list[str]) -> set[str]:
+        """Which of `execution_ids` the store has."""
+        sql = f"SELECT id FROM executions WHERE id IN ({','.join('?' * len(execution_ids))})"
+        return await self._call(lambda: {r[0] for r in self.db.execute(sql, execution_ids).fetchall()})
+
+    async def find_job_or_tombstone(self, job_id: str) -> JobRecord | Tombstone | None:
+        """The job by that ID, else the tombstone it left when it was deleted; one store call."""
+
+        def q() -> JobRecord | Tombstone | None:
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is not None:
+                return _job(row)
+            row = self.db.execute("SELECT * FROM job_tombstones WHERE id = ?", (job_id,)).fetchone()
+            return _tombstone(row) if row is not None else None
+
+        return await self._call(q)
+
+    async def find_submission_or_tombstone(
+        self, client_id: str, submission: str
+    ) -> JobRecord | Tombstone | None:
+        """The job a client's signed submission made, else the tombstone that job left; one store call."""
+
+        def q() -> JobRecord | Tombstone | None:
+            row = self.db.execute(_BY_SUBMISSION, (client_id, submission)).fetchone()
+            if row is not None:
+                return _job(row)
+            row = self.db.execute(_TOMBSTONE_BY_SUBMISSION, (client_id, submission)).fetchone()
+            return _tombstone(row) if row is not None else None
+
+        return await self._call(q)
+
+
+_TERMINAL = tuple(s.value for s in ExecutionState if s.is_terminal)
+_TERMINAL_MARKS = ",".join("?" * len(_TERMINAL))
+_JOBS_AFTER = """SELECT id, updated_at FROM jobs INDEXED BY jobs_updated
+    WHERE updated_at >= ? AND updated_at < ? AND (updated_at > ? OR id > ?) ORDER BY updated_at, id LIMIT ?"""
+# A job is kept while one of its executions is live or ended at `before` or later.
+_HELD_BACK = f"""SELECT 1 FROM executions WHERE job_id = ?
+    AND (state NOT IN ({_TERMINAL_MARKS}) OR updated_at >= ?) LIMIT 1"""
+_JOB_EXECUTIONS = "SELECT id FROM executions WHERE job_id = ?"
+_TOMBSTONE = """INSERT INTO job_tombstones
+    SELECT id, owned, client_id, requester, spec_hash, submission, created_at, ? FROM jobs WHERE id = ?"""
+_TOMBSTONE_BY_SUBMISSION = (
+    "SELECT * FROM job_tombstones WHERE client_id = ? AND submission = ? AND submission != ''"
+)
+
+
+def _tombstone(row: sqlite3.Row) -> Tombstone:
+    return Tombstone(
+        id=row["id"],
+        owned=bool(row["owned"]),
+        client_id=row["client_id"],
+        requester=row["requester"],
+        spec_hash=row["spec_hash"],
+        submission=row["submission"],
+        created_at=row["created_at"],
+        deleted_at=row["deleted_at"],
+    )
 
 
 # The lowest id per destination, read from the index callbacks_queue alone.
