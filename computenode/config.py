@@ -224,6 +224,9 @@ class LimitsConfig(Section):
 class RetentionConfig(Section):
     keep_failed_for: Duration = 0.0  # keep results dirs of failed executions this long (debugging)
     results_max_age: Duration = 7 * 86400.0  # published local results
+    # jobs whose every execution ended this long ago are deleted, files and rows, leaving a
+    # tombstone (cleanup.py); 0 keeps them forever
+    history_for: Duration = 30 * 86400.0
     min_free_disk: Size = 1024**3  # below this the node stops bidding
 
 

@@ -19,7 +19,7 @@ from computenode.backends import Availability, Backends, build_backends, engine_
 from computenode.bidding import Bidder
 from computenode.callbacks import CallbackSender
 from computenode.capacity.fingerprint import NodeLimits
-from computenode.cleanup import clean
+from computenode.cleanup import Cleaner, clean
 from computenode.compute import Compute
 from computenode.config import Settings, load_settings
 from computenode.datadir import DataDirClaim
@@ -86,6 +86,7 @@ class Node:
         self.api_address: tuple[str, int] | None = None
         self.ready = False  # start() finished: the API serves everything
         self.metrics = Metrics()
+        self.cleaner: Cleaner | None = None  # made by the first cleanup pass
         self._stack = contextlib.AsyncExitStack()
         self._loops_stop = asyncio.Event()
         self._loops = Supervisor(self._loops_stop)
@@ -306,9 +307,13 @@ class Node:
         return f"running {len(sched.running)}, queued {len(sched.queued)}"
 
     async def _clean_disk(self) -> None:
-        r = self.settings.retention
-        executions, published = self.data_dir / "executions", self.data_dir / "published"
-        freed = await clean(self.store, executions, published, r.keep_failed_for, r.results_max_age)
+        """A cleanup pass (cleanup.py); the first one of this process also sweeps orphaned files."""
+        if self.cleaner is None:
+            executions, published = self.data_dir / "executions", self.data_dir / "published"
+            self.cleaner = Cleaner(self.store, executions, published, self.settings.retention)
+            freed = await clean(self.cleaner, orphans=True)
+        else:
+            freed = await clean(self.cleaner)
         self.metrics.bytes_freed.inc(freed)
 
     async def reload(self) -> list[str]:
