@@ -77,7 +77,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE callbacks_v3 RENAME TO callbacks",
         "CREATE INDEX callbacks_queue ON callbacks (transport, address, id)",
     ),
-    # 5: retention (cleanup.py). Files and rows are found by their stored timestamps through
+    # 4: retention (cleanup.py). Files and rows are found by their stored timestamps through
     # indexes; a deleted job leaves a tombstone, and the triggers keep its ID and its signed
     # submission from ever naming a new job, or a new execution joining it, whichever code
     # path inserts.
