@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from tests.node.conftest import RunningNode
 
+MakeNode = Callable[..., Awaitable[RunningNode]]
 NOOP = {"Spec": {"Engine": "noop", "Publisher": "Local", "Resources": {"CPU": "100m"}}}
 EXECUTION_STATES = ["Created", "BidAccepted", "Running", "WaitingVerification", "ResultAccepted",
                     "Publishing", "Completed"]  # fmt: skip
@@ -41,7 +42,7 @@ class Stream:
 
     async def until(self, pred: Any, timeout_s: float = 30) -> list[dict[str, Any]]:
         """Events up to and including the first that `pred` accepts."""
-        got = []
+        got: list[dict[str, Any]] = []
         while True:
             ev = await self.next(timeout_s)
             assert ev is not None, f"stream ended after {got}"
@@ -64,7 +65,7 @@ async def submit(rn: RunningNode) -> str:
     return str(r.json()["JobID"])
 
 
-async def test_stream_has_job_execution_and_progress_events_in_order(make_node) -> None:
+async def test_stream_has_job_execution_and_progress_events_in_order(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node()
     async with await open_stream(rn) as resp:
         assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/event-stream"
@@ -83,7 +84,7 @@ async def test_stream_has_job_execution_and_progress_events_in_order(make_node) 
     assert kinds.index(("progress", "running")) < kinds.index(("execution", "WaitingVerification"))
 
 
-async def test_resume_replays_exactly_the_missed_events(make_node) -> None:
+async def test_resume_replays_exactly_the_missed_events(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node()
     async with await open_stream(rn) as resp:
         first = await submit(rn)
@@ -102,7 +103,7 @@ async def test_resume_replays_exactly_the_missed_events(make_node) -> None:
         assert lost is not None and lost["event"] == "lost" and "id" not in lost, lost
 
 
-async def test_job_id_filter(make_node) -> None:
+async def test_job_id_filter(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "delay": "0.2s"}})
     before = rn.node.events.last_id
     first, second = await submit(rn), await submit(rn)
@@ -113,7 +114,7 @@ async def test_job_id_filter(make_node) -> None:
     assert [ev["data"]["State"] for ev in events if ev["event"] == "execution"] == EXECUTION_STATES
 
 
-async def test_long_poll_answers_at_completion_and_at_the_timeout(make_node) -> None:
+async def test_long_poll_answers_at_completion_and_at_the_timeout(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "delay": "0.5s"}})
     job_id = await submit(rn)
     start = time.monotonic()
@@ -125,7 +126,7 @@ async def test_long_poll_answers_at_completion_and_at_the_timeout(make_node) -> 
     assert plain == r.json()  # the same body as without wait
 
 
-async def test_long_poll_times_out_on_a_running_job_and_checks_its_value(make_node) -> None:
+async def test_long_poll_times_out_on_a_running_job_and_checks_its_value(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "delay": "30s"}})
     job_id = await submit(rn)
     start = time.monotonic()
@@ -142,7 +143,7 @@ async def test_long_poll_times_out_on_a_running_job_and_checks_its_value(make_no
     assert r.json()["State"] == "Cancelled"
 
 
-async def test_node_stops_promptly_with_a_stream_and_a_long_poll_open(make_node) -> None:
+async def test_node_stops_promptly_with_a_stream_and_a_long_poll_open(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node(engines={"noop": {"enabled": True, "delay": "30s"}})
     job_id = await submit(rn)
     async with httpx.AsyncClient(base_url=rn.url, timeout=60) as http:
@@ -152,7 +153,7 @@ async def test_node_stops_promptly_with_a_stream_and_a_long_poll_open(make_node)
             await asyncio.sleep(0.1)  # both requests are in the node's hands
             start = time.monotonic()
             stopping = asyncio.create_task(rn.stop())
-            rest = []
+            rest: list[dict[str, Any]] = []
             while (ev := await stream.next()) is not None:
                 rest.append(ev)
             assert await stopping == 0
@@ -163,7 +164,7 @@ async def test_node_stops_promptly_with_a_stream_and_a_long_poll_open(make_node)
         assert (await poll).json()["State"] == "Cancelled"
 
 
-async def test_a_full_ring_replays_without_blocking_the_loop(make_node) -> None:
+async def test_a_full_ring_replays_without_blocking_the_loop(make_node: MakeNode) -> None:
     rn: RunningNode = await make_node()
     bus = rn.node.events
     start = bus.last_id
