@@ -23,6 +23,7 @@ from computenode.multiaddr import http_url
 
 DEFAULT_NODE = "http://127.0.0.1:1234"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
+LONG_POLL_S = 60.0  # one long poll's wait; the node allows up to 5m, proxies often cut at 60-100 s
 TERMINAL_JOB_STATES = frozenset({"Completed", "PartialError", "Error", "Cancelled"})
 # What a results dir holds at its top level; used to find it inside an archive.
 RESULT_FILES = ("stdout", "stderr", "exitCode")
@@ -124,15 +125,26 @@ class NodeClient:
         return self._json("GET", f"/api/v1/jobs/{job_id}")
 
     def wait(self, job_id: str, poll_s: float = 0.5, timeout_s: float | None = None) -> dict[str, Any]:
-        """Poll the job until its State is terminal (Completed, PartialError, Error, Cancelled)."""
+        """Wait until the job's State is terminal (Completed, PartialError, Error, Cancelled) with
+        long polls (`GET /api/v1/jobs/{id}?wait=`): the node answers as soon as the job ends.
+        An answer that comes back early and not terminal (a node without long polls, or one
+        stopping) is followed by a `poll_s` pause, so the loop never spins."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = self.job(job_id)
+            left = LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
+            started = time.monotonic()
+            job = self._json(
+                "GET",
+                f"/api/v1/jobs/{job_id}",
+                params={"wait": f"{max(left, 0.0):.3f}s"},
+                timeout=httpx.Timeout(max(left, 0.0) + 30.0, connect=5.0),
+            )
             if job.get("State") in TERMINAL_JOB_STATES:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise ClientError(f"job {job_id} is still {job.get('State')} after {timeout_s:g} s")
-            time.sleep(poll_s)
+            if time.monotonic() - started < left / 2:
+                time.sleep(poll_s)
 
     def node(self) -> dict[str, Any]:
         return self._json("GET", "/api/v1/node")

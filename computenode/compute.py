@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from computenode.api.views import job_state  # pure: the job's state from its executions, as GET shows it
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
 from computenode.config import LimitsConfig
 from computenode.errors import ExecutionFailed, JobDeleted, Rejected
+from computenode.events import TERMINAL_JOB_STATES, EventBus
 from computenode.metrics import Metrics, reason_kind
-from computenode.model import ExecutionState, Job, ResourceUsageData, RunCommandResult, Verifier
+from computenode.model import ExecutionState, Job, JobState, ResourceUsageData, RunCommandResult, Verifier
 from computenode.rules import check_job, check_shards
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
@@ -80,6 +82,7 @@ class Compute:
         metrics: Metrics | None = None,
         max_retries: int = 2,
         keep_failed: bool = False,
+        events: EventBus | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -96,6 +99,7 @@ class Compute:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}  # parsed jobs by ID, a bounded cache of the store's
         self._changed = asyncio.Condition()
+        self.events = events or EventBus()
 
     def __repr__(self) -> str:
         return f"<Compute node={self.node_id} tasks={len(self.tasks)} {self.scheduler!r} draining={self.draining}>"
@@ -217,7 +221,7 @@ class Compute:
             bid_expires_at=time.time() + self.bid_expiry_s,
         )
         try:
-            await self.store.create(ex, "bid made")
+            await self._create(ex, "bid made")
         except sqlite3.IntegrityError:
             # The trigger executions_not_tombstoned: retention deleted the job since it was claimed.
             self.scheduler.release(eid)
@@ -405,7 +409,7 @@ class Compute:
             # The job was admitted as a whole: later shards wait in the queue past its capacity.
             eid = "e-" + str(uuid.uuid4())
             ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
-            await self.store.create(ex, "queued beyond queue capacity")
+            await self._create(ex, "queued beyond queue capacity")
             await self._move(eid, S.BID_ACCEPTED, "accepted by this node (owner)")
             self.scheduler.enqueue(eid, usage)
             return await self.store.get(eid)
@@ -448,6 +452,7 @@ class Compute:
                     out.append(await self.cancel(ex.id, "job cancelled"))
                 except InvalidTransition:
                     pass
+        await self._publish_job_state(job_id)  # a job with nothing left to cancel is Cancelled now
         return out
 
     # -- restart ------------------------------------------------------------------------------
@@ -497,14 +502,38 @@ class Compute:
         if self.tasks.get(execution_id) is asyncio.current_task():
             del self.tasks[execution_id]
 
+    async def _create(self, ex: Execution, comment: str) -> None:
+        await self.store.create(ex, comment)
+        self.events.execution(ex.id, ex.job_id, ex.shard_index, S.CREATED.value, comment)
+        self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
+
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
         ex = await self.store.transition(execution_id, new, comment, **kw)
         self.metrics.transitions.labels(new.value).inc()
         where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
         log.info("execution %s", new.value, extra={**where, "comment": comment})
+        self.events.execution(ex.id, ex.job_id, ex.shard_index, new.value, comment)
+        if new.is_terminal:
+            await self._publish_job_state(ex.job_id)
+        else:
+            self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
         async with self._changed:
             self._changed.notify_all()
         return ex
+
+    async def _publish_job_state(self, job_id: str) -> None:
+        """After an execution ended, the job may have ended: its state from the store. Only a
+        terminal state is published here; InProgress is published by the moves that make it so,
+        and a read that finished after a later move's must not undo it."""
+        try:
+            executions = await self.store.executions(job_id=job_id)
+            cancelled = (await self.store.get_job(job_id)).cancelled
+        except Exception:  # the move is stored either way; only this event is lost
+            log.exception("could not read the job's state for its event", extra={"job_id": job_id})
+            return
+        state = job_state(executions, cancelled)
+        if state.value in TERMINAL_JOB_STATES:
+            self.events.job(job_id, state.value)
 
     async def _move_from(
         self, source: ExecutionState, execution_id: str, new: ExecutionState, comment: str

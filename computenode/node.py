@@ -24,6 +24,7 @@ from computenode.compute import Compute
 from computenode.config import Settings, load_settings
 from computenode.datadir import DataDirClaim
 from computenode.errors import SpecError
+from computenode.events import EventBus
 from computenode.executors.base import Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
@@ -87,6 +88,7 @@ class Node:
         self.ready = False  # start() finished: the API serves everything
         self.metrics = Metrics()
         self.cleaner: Cleaner | None = None  # made by the first cleanup pass
+        self.events = EventBus()  # lives as long as this object: SSE streams end when it closes
         self._stack = contextlib.AsyncExitStack()
         self._loops_stop = asyncio.Event()
         self._loops = Supervisor(self._loops_stop)
@@ -244,6 +246,7 @@ class Node:
             default_timeout_s=s.timeouts.job_default,
             disk_fallback=self.limits.job_max.disk,
             metrics=self.metrics,
+            progress=self.events.progress,
         )
         gpus = await asyncio.to_thread(gpu_indexes)  # may run nvidia-smi
         self.callbacks = CallbackSender(self.store, self.http)
@@ -258,6 +261,7 @@ class Node:
             limits=s.limits,
             metrics=self.metrics,
             keep_failed=s.retention.keep_failed_for > 0,
+            events=self.events,
         )
         stack.push_async_callback(self.compute.aclose)
         self.compute.draining = bool(await self.store.get_meta(DRAIN_KEY))
@@ -413,6 +417,7 @@ class Node:
             except TimeoutError:
                 log.warning("callbacks left undelivered at stop; they are sent after the next start")
         finally:
+            self.events.close()  # before the API stops: it waits for open streams and long polls
             await api.stop()
             await self.aclose()
             if handle_signals:

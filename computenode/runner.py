@@ -18,6 +18,7 @@ from pathlib import Path
 
 from computenode.backends import Backends
 from computenode.errors import ExecutionFailed, InputUnavailable, PublishFailed
+from computenode.events import ProgressSink, no_progress
 from computenode.executors.base import ExecutionRequest
 from computenode.executors.results import make_harmless
 from computenode.metrics import Metrics
@@ -59,6 +60,7 @@ class Runner:
         default_timeout_s: float,
         disk_fallback: int = 0,
         metrics: Metrics | None = None,
+        progress: ProgressSink = no_progress,
     ) -> None:
         self.node_id = node_id
         self.work_root = work_root
@@ -71,6 +73,7 @@ class Runner:
         self.default_timeout_s = default_timeout_s
         self.disk_fallback = disk_fallback  # the allowance of a job that asked for no disk: job_max
         self.metrics = metrics or Metrics()
+        self.progress = progress  # stages as `progress` events (docs/events.md); never stored
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -100,6 +103,7 @@ class Runner:
         await asyncio.to_thread(results.mkdir, parents=True, exist_ok=True)
         volumes: list[InputVolume] = []
         try:
+            self.progress(ex.id, "fetching inputs")
             with self._timed("input_fetch"):
                 specs = [*await self.plans.inputs(job, ex.shard_index), *spec.contexts]
                 for i, s in enumerate(specs):
@@ -125,6 +129,7 @@ class Runner:
                 entry_module=entry,
                 import_modules=tuple(imports),
             )
+            self.progress(ex.id, "running")
             with self._timed("run"), _disk_full_is_a_failure():
                 result = await executor.run(request)
             refused = await asyncio.to_thread(make_harmless, results)
@@ -170,6 +175,7 @@ class Runner:
         results = self.results_dir(ex.id)
         if not await asyncio.to_thread(results.is_dir):
             raise PublishFailed(f"results of execution {ex.id} are gone", retryable=False)
+        self.progress(ex.id, "publishing", Publisher=kind.value)
         with self._timed("publish"):
             return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from computenode.compute import ShardResponse
+    from computenode.events import EventBus
     from computenode.metrics import Metrics
     from computenode.model import ExecutionState, Job, ResourceUsageData
     from computenode.store import Execution, JobRecord, Transition
@@ -104,6 +105,11 @@ class NodeView(Protocol):
 
     @property
     def compute(self) -> ComputeActions: ...
+
+    @property
+    def events(self) -> EventBus:
+        """Job, execution and progress events (the SSE stream and long polls read them)."""
+        ...
 
     def capacity(self) -> Capacity: ...
 

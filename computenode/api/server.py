@@ -14,6 +14,7 @@ from aiohttp import web
 
 from computenode.api.base import NodeView
 from computenode.api.dashboard import render
+from computenode.api.events import stream_events, until_job_ends, wait_seconds
 from computenode.api.http import (
     MAX_BODY,
     Handler,
@@ -30,6 +31,7 @@ from computenode.api.logs import stream_logs
 from computenode.api.requester import add_requester_routes
 from computenode.api.views import execution_view, job_state, latest_per_shard, shard_state
 from computenode.errors import SpecError
+from computenode.events import TERMINAL_JOB_STATES
 from computenode.model import ExecutionState, job_from_document
 from computenode.model.base import MAX_LIST_ELEMENTS
 from computenode.store import NotFound
@@ -83,6 +85,7 @@ class ApiServer:
         r.add_get("/readyz", self.readyz)
         r.add_get("/api/v1/node", self.node_info)
         r.add_post("/api/v1/node/drain", self.drain)
+        r.add_get("/api/v1/events", self.events)
         r.add_get("/api/v1/executions", self.executions)
         r.add_get("/api/v1/executions/{id}", self.execution)
         r.add_get("/api/v1/executions/{id}/logs", self.logs)
@@ -195,6 +198,9 @@ class ApiServer:
         rows = await self.node.executions(state=wanted, job_id=request.query.get("job_id"))
         return json_response({"Executions": [execution_view(e) for e in rows]})
 
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        return await stream_events(self.node, request)
+
     async def execution(self, request: web.Request) -> web.Response:
         eid = request.match_info["id"]
         ex = await self.node.execution(eid)
@@ -276,6 +282,18 @@ class ApiServer:
 
     async def get_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
+        wait_s = wait_seconds(request)
+        if not wait_s:
+            return json_response(await self._job_answer(job_id))
+        # Subscribed before the state is read, so an end between the read and the wait is seen.
+        with self.node.events.subscribe(job_id=job_id) as sub:
+            answer = await self._job_answer(job_id)
+            if answer["State"] in TERMINAL_JOB_STATES:
+                return json_response(answer)
+            await until_job_ends(sub, wait_s)
+        return json_response(await self._job_answer(job_id))
+
+    async def _job_answer(self, job_id: str) -> dict[str, Any]:
         rec = await self.node.job_record(job_id)
         executions = await self.node.executions(job_id=job_id)
         shards = latest_per_shard(executions)
@@ -284,7 +302,7 @@ class ApiServer:
             "State": job_state(executions, rec.cancelled).value,
             "Shards": [shard_state(self.node.node_id, shards[i]) for i in sorted(shards)],
         }
-        return json_response(answer)
+        return answer
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
