@@ -355,7 +355,11 @@ class WasmExecutor:
         # can fill the disk past it while it runs (docs/wasm-executor.md).
         for name in (STDOUT, STDERR):
             path = results_dir / name
-            if path.exists() and path.stat().st_size > self.cfg.stream_cap:
+            try:
+                size = path.stat().st_size  # one stat, not exists() and then stat()
+            except FileNotFoundError:
+                continue
+            if size > self.cfg.stream_cap:
                 os.truncate(path, self.cfg.stream_cap)
 
 
