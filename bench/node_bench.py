@@ -1,96 +1,99 @@
-"""End-to-end latency of a trivial WASM job submitted over HTTP to a node in this process.
+"""A trivial WASM job through a real node over HTTP, against bare wasmtime-py at its best.
 
-Baseline in the same run: the same module through the WasmExecutor alone (no HTTP, store,
-scheduler or publishing), so the ratio shows what the node adds around the engine.
+    .venv/bin/python bench/node_bench.py [--rounds 5] [-n 40]
 
-    .venv/bin/python bench/node_bench.py [-n 50]
+The node is a separate `computenode run` process (bench/_node.py); this process is only its
+client: submit, then GET the job (`?wait=` where the node long-polls) until Completed.
+The reference runs in this process: the module compiled once and kept (a cache hit),
+a new Store, WASI with stdout/stderr to files, instantiate, `_start`. Both are wall-clock
+time per job with perf_counter; rounds alternate node and reference, so both see the same
+machine load. Prints min/median/max of the per-job times, the ratio of the medians and the
+node's CPU time per job (psutil on the node's pid, over its rounds only).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+import httpx
+from wasmtime import Config, Engine, Linker, Module, Store, WasiConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from computenode.config import Settings, WasmConfig  # noqa: E402
-from computenode.executors.base import ExecutionRequest, InputVolume  # noqa: E402
-from computenode.executors.wasm import WasmExecutor  # noqa: E402
-from computenode.model import Job, ResourceUsageData  # noqa: E402
-from computenode.storage.inline import InlineStorage  # noqa: E402
-from tests.node.conftest import start_node  # noqa: E402
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello-wasm.yaml"
+from bench._node import NodeProcess, hello_job, pct, spread, submit, wait_job  # noqa: E402
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+def module_bytes(job: dict[str, object]) -> bytes:
+    url = job["Spec"]["Wasm"]["EntryModule"]["URL"]  # type: ignore[index]
+    return base64.b64decode(str(url).split(",", 1)[1])
 
 
-async def baseline(job: Job, n: int, root: Path) -> list[float]:
-    ex = WasmExecutor(WasmConfig(), root / "cache")
-    storage = InlineStorage()
-    out = []
-    try:
-        for i in range(n + 1):
-            start = time.perf_counter()
-            work = root / f"b{i}"
-            (work / "results").mkdir(parents=True)
-            (work / "module").mkdir()
-            module: InputVolume = await storage.prepare(job.spec.wasm.entry_module, work / "module")
-            req = ExecutionRequest(f"b{i}", "bench", 0, "bench", job.spec, (), work / "results",
-                                   ResourceUsageData(cpu=0.1, memory=64 << 20), 30.0, entry_module=module)  # fmt: skip
-            await ex.run(req)
-            if i:  # the first run compiles; the node's first job does too, and is dropped the same way
-                out.append(time.perf_counter() - start)
-    finally:
-        await ex.aclose()
-    return out
+class Bare:
+    """wasmtime-py alone with the compiled module cached: what one job costs the engine."""
+
+    def __init__(self, wasm: bytes, out: Path) -> None:
+        config = Config()
+        config.epoch_interruption = True
+        self.engine = Engine(config)
+        self.module = Module(self.engine, wasm)
+        self.linker = Linker(self.engine)
+        self.linker.define_wasi()
+        self.out = out
+
+    def run(self) -> None:
+        store = Store(self.engine)
+        store.set_epoch_deadline(1 << 40)
+        w = WasiConfig()
+        w.argv = ["hello"]
+        w.stdout_file = str(self.out / "stdout")
+        w.stderr_file = str(self.out / "stderr")
+        store.set_wasi(w)
+        self.linker.instantiate(store, self.module).exports(store)["_start"](store)  # type: ignore[operator]
 
 
-async def through_node(job_doc: dict, n: int, root: Path) -> list[float]:
-    settings = Settings(
-        node={"id": "n-bench", "data_dir": str(root / "node")}, api={"listen": "127.0.0.1:0"},
-        engines={"docker": {"enabled": False}}, job_selection={"locality": "anywhere"},
-        retention={"min_free_disk": "1Mi"},
-    )  # fmt: skip
-    rn = await start_node(settings)
-    out = []
-    try:
-        for i in range(n + 1):
-            start = time.perf_counter()
-            job_id = (await rn.http.post("/api/v1/jobs", json=job_doc)).json()["JobID"]
-            body = await rn.wait_job(job_id)
-            assert body["State"] == "Completed", body
-            if i:
-                out.append(time.perf_counter() - start)
-    finally:
-        await rn.stop()
-    return out
-
-
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-n", type=int, default=50)
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("-n", type=int, default=40, help="jobs per round and side")
     args = ap.parse_args()
-    doc = yaml.safe_load(EXAMPLE.read_text())
-    job = Job.model_validate(doc)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = await baseline(job, args.n, Path(tmp))
-        node = await through_node(doc, args.n, Path(tmp))
-    b50, n50 = statistics.median(base) * 1e3, statistics.median(node) * 1e3
-    print(f"executor alone : p50 {b50:7.2f} ms  p99 {pct(base, 99) * 1e3:7.2f} ms  (n={len(base)})")
-    print(f"node over HTTP : p50 {n50:7.2f} ms  p99 {pct(node, 99) * 1e3:7.2f} ms  (n={len(node)})")
-    print(f"ratio node/executor p50: {n50 / b50:.2f}; node adds {n50 - b50:.1f} ms per job")
+    job = hello_job()
+    bare = Bare(module_bytes(job), Path(tempfile.mkdtemp(prefix="node-bench-")))
+    node = NodeProcess()
+    ours: list[float] = []
+    ref: list[float] = []
+    cpu = 0.0
+    try:
+        with httpx.Client(base_url=node.url, timeout=60) as http:
+            wait_job(http, submit(http, job))  # the first job compiles the module: not counted
+            bare.run()
+            for _ in range(args.rounds):
+                c0 = node.cpu_seconds()
+                for _ in range(args.n):
+                    t = time.perf_counter()
+                    body = wait_job(http, submit(http, job))
+                    ours.append(time.perf_counter() - t)
+                    assert body["State"] == "Completed", body
+                cpu += node.cpu_seconds() - c0
+                for _ in range(args.n):
+                    t = time.perf_counter()
+                    bare.run()
+                    ref.append(time.perf_counter() - t)
+            rss = node.rss()
+    finally:
+        node.stop()
+    print(f"{args.rounds} rounds x {args.n} jobs each side, interleaved; hello-wasm without outputs")
+    print(f"node over HTTP  {spread(ours)}  p99 {pct(ours, 99) * 1e3:7.2f} ms")
+    print(f"bare wasmtime   {spread(ref)}  p99 {pct(ref, 99) * 1e3:7.2f} ms")
+    ratio = statistics.median(ours) / statistics.median(ref)
+    print(f"ratio node/bare (medians) {ratio:.1f}; node CPU per job {cpu / len(ours) * 1e3:.2f} ms")
+    print(f"node RSS after the run {rss / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

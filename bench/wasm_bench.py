@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/wasm_bench.py [-n 200] [--module tests/wasm/build/hello.wasm]
 
-Bare = compile + instantiate + run `_start` with WASI stdout to a file, in this process.
+Bare = compile + instantiate + run `_start` with WASI stdout to a file, in this process;
+bare cached = the same with the module compiled once and kept (the reference at its best,
+against which the executor's cache hits are compared).
 Cold = one executor job with an empty module cache (it compiles, writes the artifact).
+Cache hits and bare cached runs alternate; each side is wall-clock per call with perf_counter.
 Goals: cold <= 1.5x bare, cache-hit p50 <= 15 ms, >= 100 jobs/s.
 """
 
@@ -12,23 +15,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from wasmtime import Config, Engine, Linker, Module, Store, WasiConfig
 
-from computenode.config import WasmConfig
-from computenode.executors.base import ExecutionRequest, InputVolume
-from computenode.executors.wasm import WasmExecutor
-from computenode.executors.wasm_cache import ModuleCache
-from computenode.model import ResourceUsageData, Spec, StorageSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._node import spread  # noqa: E402
+from computenode.config import WasmConfig  # noqa: E402
+from computenode.executors.base import ExecutionRequest, InputVolume  # noqa: E402
+from computenode.executors.wasm import WasmExecutor  # noqa: E402
+from computenode.executors.wasm_cache import ModuleCache  # noqa: E402
+from computenode.model import ResourceUsageData, Spec, StorageSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bare_run(engine: Engine, wasm: bytes, out_dir: Path) -> None:
-    module = Module(engine, wasm)
+def bare_run(engine: Engine, wasm: bytes | Module, out_dir: Path) -> None:
+    module = wasm if isinstance(wasm, Module) else Module(engine, wasm)
     store = Store(engine)
     store.set_epoch_deadline(1 << 40)
     w = WasiConfig()
@@ -93,12 +100,19 @@ async def bench(n: int, module: Path, concurrency: int) -> None:
         cold.append(time.perf_counter() - t)
 
     hits = []
+    cached = []
+    compiled = Module(engine, wasm)
     for _ in range(n):
         count += 1
         req = request(tmp, module, count)
         t = time.perf_counter()
         await ex.run(req)
         hits.append(time.perf_counter() - t)
+        d = tmp / f"cached{count}"
+        d.mkdir()
+        t = time.perf_counter()
+        bare_run(engine, compiled, d)
+        cached.append(time.perf_counter() - t)
 
     sem = asyncio.Semaphore(concurrency)
 
@@ -117,7 +131,11 @@ async def bench(n: int, module: Path, concurrency: int) -> None:
     print(f"cold ratio                        {median_ms(cold) / median_ms(bare):7.2f} x   (goal <= 1.5)")
     p90 = statistics.quantiles(hits, n=10)[-1] * 1000
     print(f"executor cache hit            p50 {median_ms(hits):7.2f} ms  p90 {p90:.2f} ms (goal p50 <= 15)")
+    print(f"  executor cache hit  {spread(hits)}")
+    print(f"  bare, module cached {spread(cached)}")
+    print(f"  ratio (medians)     {statistics.median(hits) / statistics.median(cached):.1f}")
     print(f"throughput, {concurrency} concurrent        {n / elapsed:7.1f} jobs/s   (goal >= 100)")
+    print(f"bare cached, one thread           {n / sum(cached):7.1f} runs/s   (its ceiling here)")
     print(f"cache: compilations={ex.cache.compilations} hits={ex.cache.hits}")
 
 

@@ -301,8 +301,8 @@ class Compute:
         if ex.owned and retryable:
             # The retry exists before this attempt is Failed, so the job never looks finished in between.
             await self._retry_owned(ex)
+        # _move logs the one line of this state change, the reason as its comment.
         ex = await self._move(ex.id, S.FAILED, reason, run_output=result, retryable=retryable)
-        log.info("execution failed", extra={"execution_id": ex.id, "reason": reason, "retryable": retryable})
         await self.callbacks.send(ex.callback_url, "on_compute_failure", {**self._meta(ex), "Err": reason})
         if not self.keep_failed:
             await self.runner.remove(ex.id)

@@ -22,12 +22,23 @@ from computenode.events import ProgressSink, no_progress
 from computenode.executors.base import ExecutionRequest
 from computenode.executors.results import make_harmless
 from computenode.metrics import Metrics
-from computenode.model import Engine, Job, Publisher, RunCommandResult, StorageSpec, Verifier
+from computenode.model import (
+    Engine,
+    Job,
+    Publisher,
+    RunCommandResult,
+    StorageSource,
+    StorageSpec,
+    Verifier,
+)
 from computenode.shards import ShardPlans
+from computenode.storage.inline import module_volume
 from computenode.store import Execution
 from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
+
+INLINE_ON_LOOP = 64 << 10  # a data: URL longer than this is decoded in a thread (loop stalls)
 
 
 @contextmanager
@@ -100,20 +111,24 @@ class Runner:
             raise ExecutionFailed(f"engine {spec.engine.value} is not enabled on this node")
         work = self.work_dir(ex.id)
         results = self.results_dir(ex.id)
+        # The work dir is made here once (with results/) and removed once, by remove().
         await asyncio.to_thread(results.mkdir, parents=True, exist_ok=True)
         volumes: list[InputVolume] = []
+        on_disk: list[Path] = []  # input and module dirs made (inline modules make none)
         try:
             self.progress(ex.id, "fetching inputs")
             with self._timed("input_fetch"):
                 specs = [*await self.plans.inputs(job, ex.shard_index), *spec.contexts]
                 for i, s in enumerate(specs):
+                    on_disk.append(work / "inputs")
                     volumes.append(await self._prepare(s, work / "inputs" / str(i)))
                 entry: InputVolume | None = None
                 imports: list[InputVolume] = []
                 if spec.engine is Engine.WASM:
-                    entry = await self._prepare(spec.wasm.entry_module, work / "modules" / "entry")
+                    modules = work / "modules"
+                    entry = await self._prepare_module(spec.wasm.entry_module, modules / "entry", on_disk)
                     for i, module in enumerate(spec.wasm.import_modules):
-                        imports.append(await self._prepare(module, work / "modules" / str(i)))
+                        imports.append(await self._prepare_module(module, modules / str(i), on_disk))
             request = ExecutionRequest(
                 execution_id=ex.id,
                 job_id=ex.job_id,
@@ -141,7 +156,7 @@ class Runner:
             proposal = await self.verifiers[spec.verifier].proposal(results)
             return RunOutcome(result, proposal)
         finally:
-            await asyncio.shield(self._release_inputs(volumes, work))
+            await asyncio.shield(self._release_inputs(volumes, set(on_disk)))
 
     async def _prepare(self, spec: StorageSpec, dest: Path) -> InputVolume:
         if spec.storage_source is None:
@@ -156,7 +171,19 @@ class Runner:
         await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
         return await provider.prepare(spec, dest)
 
-    async def _release_inputs(self, volumes: list[InputVolume], work: Path) -> None:
+    async def _prepare_module(self, spec: StorageSpec, dest: Path, on_disk: list[Path]) -> InputVolume:
+        """A WASM module: an inline one stays in memory (no dirs, no file written and read back)."""
+        if spec.storage_source is StorageSource.INLINE and StorageSource.INLINE in self.storage:
+            if len(spec.url) > INLINE_ON_LOOP:
+                volume = await asyncio.to_thread(module_volume, spec, dest)
+            else:
+                volume = module_volume(spec, dest)
+            if volume is not None:
+                return volume
+        on_disk.append(dest.parent)
+        return await self._prepare(spec, dest)
+
+    async def _release_inputs(self, volumes: list[InputVolume], made: set[Path]) -> None:
         for v in volumes:
             provider = self.storage.get(v.spec.storage_source) if v.spec.storage_source else None
             if provider is not None:
@@ -164,8 +191,9 @@ class Runner:
                     await provider.cleanup(v)
                 except Exception:  # cleanup must never hide the run's own outcome
                     log.exception("input cleanup failed", extra={"path": str(v.host_path)})
-        await asyncio.to_thread(shutil.rmtree, work / "inputs", True)
-        await asyncio.to_thread(shutil.rmtree, work / "modules", True)
+        # Inputs can be large: freed now, not when the results go with the work dir.
+        for folder in sorted(made):
+            await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def publish(self, ex: Execution, job: Job) -> StorageSpec:
         kind = self.publisher_for(job)

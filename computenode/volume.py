@@ -20,9 +20,13 @@ class InputVolume:
     download `host_path` is a directory holding the one downloaded file and
     `host_file` is that file: Docker shows `<target>/<filename>`, WASM shows
     the file itself at `target` (Bacalhau v0.3.23).
+
+    `data`, when set, is the input's bytes already in memory (an inline WASM module):
+    the executor uses them and `host_path` names a file that was never written.
     """
 
     spec: StorageSpec
     host_path: Path
     target: str
     host_file: Path | None = None
+    data: bytes | None = None

@@ -1,19 +1,22 @@
 """The WASM executor: runs one shard as a WASI (preview1) command in wasmtime.
 
 One Engine per executor (epoch interruption on), a ticker thread that advances its
-epoch, and one Store per execution run in a worker thread. The epoch deadline
-callback of each Store checks the run's wall-clock deadline and its cancel switch,
-so both the job's Timeout and a cancel stop a module that never returns.
+epoch while some run is active (parked otherwise, so an idle node spends no CPU on it),
+and one Store per execution run on a thread of a small pool of reused daemon threads.
+The epoch deadline callback of each Store checks the run's wall-clock deadline and its
+cancel switch, so both the job's Timeout and a cancel stop a module that never returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import logging
 import math
 import os
 import posixpath
+import queue
 import shutil
 import tempfile
 import threading
@@ -51,6 +54,9 @@ T = TypeVar("T")
 EPOCH_PERIOD_S = 0.01  # how often the engine's epoch advances: the timeout/cancel resolution
 DEFAULT_ENTRY_POINT = "_start"
 STOP_GRACE_S = 1.0  # how long a stopped run may take to leave a host call
+WORKERS = 64  # run threads at most; the scheduler's capacity keeps concurrent runs well below
+SHARED_ROOTS = 256  # shared roots remembered; past that each run checks its root exists
+WORKER_IDLE_S = 60.0  # a run thread unused this long ends, so an idle node holds none
 
 _CALLBACK_ARGS = wasmtime_ffi._wasmtime_store_epoch_deadline_callback.argtypes
 _EpochCallback = _CALLBACK_ARGS[1]
@@ -108,7 +114,7 @@ class _Named:
 class WasmExecutor:
     """Runs WASM jobs; `cache` (a ModuleCache) shows what each module load cost."""
 
-    def __init__(self, cfg: WasmConfig, cache_dir: Path) -> None:
+    def __init__(self, cfg: WasmConfig, cache_dir: Path, workers: int = WORKERS) -> None:
         self.cfg = cfg
         config = Config()
         config.epoch_interruption = True
@@ -118,9 +124,16 @@ class WasmExecutor:
         self._roots = cache_dir / "roots"
         self._linker = Linker(self.engine)  # WASI only; shared by runs without import modules
         self._linker.define_wasi()
+        self._roots_made = False
+        self._shared: dict[tuple[str, ...], Path] = {}  # output paths -> their shared root
+        self._shared_lock = threading.Lock()
         self._active: set[_Interrupt] = set()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._ticking = threading.Condition()  # guards _active and _ticker; wakes the parked ticker
+        self.ticks = 0  # epochs advanced: stays still while no run is active
+        self._parked = False
+        self.pool = WorkerPool(workers)
 
     @property
     def running(self) -> int:
@@ -131,14 +144,17 @@ class WasmExecutor:
         return "the wasm executor is closed" if self._stop.is_set() else None
 
     async def run(self, request: ExecutionRequest) -> RunCommandResult:
-        """Run the entry module in a worker thread; on cancel stop it, keep its output, re-raise."""
+        """Run the entry module on a pool thread; on cancel stop it, keep its output, re-raise."""
         if self._stop.is_set():
             raise ExecutionFailed("the wasm executor is closed", retryable=True)
-        outputs = await asyncio.to_thread(output_dirs, request.results_dir, list(request.spec.outputs))
+        outputs = (
+            await asyncio.to_thread(output_dirs, request.results_dir, list(request.spec.outputs))
+            if request.spec.outputs
+            else []
+        )
         interrupt = _Interrupt(request.timeout_s)
-        self._active.add(interrupt)
-        self._start_ticker()
-        future = start_thread(self._run_blocking, request, outputs, interrupt)
+        self._track(interrupt)
+        future, task = self.pool.submit(self._run_blocking, request, outputs, interrupt)
         # Whatever happens to this task, the ticker keeps going until the thread ended.
         future.add_done_callback(lambda f: self._finished(f, interrupt))
         limit = request.timeout_s + STOP_GRACE_S if request.timeout_s > 0 else None
@@ -148,50 +164,69 @@ class WasmExecutor:
             interrupt.cancel()  # the module traps at the next epoch tick
             done, _ = await asyncio.wait({future}, timeout=STOP_GRACE_S)
             if not done:
-                interrupt.abandon()
-                log.warning(
-                    "wasm run left behind in a host call", extra={"execution_id": request.execution_id}
-                )
+                self._abandon(request, interrupt, task)
             raise
         if done:
             return future.result()
         # Still inside a host call (a WASI sleep) past its deadline: epochs only reach
         # wasm code, so leave the thread behind, writing nothing more.
-        interrupt.abandon()
-        log.warning("wasm run left behind in a host call", extra={"execution_id": request.execution_id})
+        self._abandon(request, interrupt, task)
         reason = f"timed out after {request.timeout_s:g} s"
         result = await asyncio.to_thread(collect, request.results_dir, NO_EXIT_CODE, reason)
         raise JobTimeout(reason, result=result)
 
+    def _abandon(self, request: ExecutionRequest, interrupt: _Interrupt, task: _Task) -> None:
+        interrupt.abandon()
+        self.pool.detach(task)
+        log.warning("wasm run left behind in a host call", extra={"execution_id": request.execution_id})
+
     async def aclose(self) -> None:
         """Stop every run and the epoch ticker; idempotent."""
-        for interrupt in list(self._active):
-            interrupt.cancel()
-        self._stop.set()
-        if self._ticker is not None:
+        with self._ticking:
+            for interrupt in self._active:
+                interrupt.cancel()
+            self._stop.set()
+            self._ticking.notify_all()
+            ticker = self._ticker
+        if ticker is not None:
             # The join waits up to a few epochs (it outlives aclose() while a run is stuck): off the loop.
-            await asyncio.to_thread(self._ticker.join, 5 * EPOCH_PERIOD_S)
+            await asyncio.to_thread(ticker.join, 5 * EPOCH_PERIOD_S)
+
+    @property
+    def ticker_parked(self) -> bool:
+        """The ticker waits for a run without ticking (or was never started, or ended)."""
+        with self._ticking:
+            return self._ticker is None or self._parked
+
+    def _track(self, interrupt: _Interrupt) -> None:
+        with self._ticking:
+            self._active.add(interrupt)
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
+                self._ticker.start()
+            self._ticking.notify()
 
     def _finished(self, future: asyncio.Future[RunCommandResult], interrupt: _Interrupt) -> None:
-        self._active.discard(interrupt)
+        with self._ticking:
+            self._active.discard(interrupt)
         if not future.cancelled():
             future.exception()  # retrieved: an abandoned run's error is nobody's
 
-    def _start_ticker(self) -> None:
-        if self._ticker is None:
-            self._ticker = threading.Thread(target=self._tick, name="wasm-epoch", daemon=True)
-            self._ticker.start()
-
     def _tick(self) -> None:
-        # Keeps ticking after close() until the last run stopped: a run only sees its
-        # cancel switch on a tick.
+        # Ticks only while some run is active: a run sees its deadline and cancel switch
+        # only on a tick. Parked otherwise; after close() it ends once the last run stopped.
         while True:
-            stopping = self._stop.wait(EPOCH_PERIOD_S)
-            if stopping:
-                if not self._active:
-                    return
-                time.sleep(EPOCH_PERIOD_S)
+            with self._ticking:
+                while not self._active:
+                    if self._stop.is_set():
+                        self._ticker = None
+                        return
+                    self._parked = True
+                    self._ticking.wait()
+                self._parked = False
+            time.sleep(EPOCH_PERIOD_S)
             self.engine.increment_epoch()
+            self.ticks += 1
 
     # --- in the worker thread ---
 
@@ -203,14 +238,16 @@ class WasmExecutor:
         entry = self._load(request.entry_module, "entry module")
         imports = [self._load(vol, "import module") for vol in request.import_modules]
         check_entry_point(entry, request.spec.wasm.entry_point or DEFAULT_ENTRY_POINT)
-        self._roots.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix=f"{request.execution_id}-", dir=self._roots))
+        own_root = bool(request.inputs)  # only inputs need a root laid out for this one run
+        root = self._own_root(request.execution_id) if own_root else self._shared_root(outputs)
         try:
-            build_root(root, request.inputs, outputs)
+            if own_root:
+                build_root(root, request.inputs, outputs)
             wasi = wasi_config(request, entry.name, root, outputs)
             code, failure = self._execute(request, entry, imports, wasi, interrupt)
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if own_root:
+                shutil.rmtree(root, ignore_errors=True)
         if interrupt.abandoned:
             raise ExecutionFailed("abandoned after its deadline")
         self._cap_streams(request.results_dir)
@@ -223,10 +260,44 @@ class WasmExecutor:
             raise ExecutionFailed("cancelled", result=collect(request.results_dir, NO_EXIT_CODE, "cancelled"))
         raise ExecutionFailed(failure, result=collect(request.results_dir, NO_EXIT_CODE, failure))
 
+    def _own_root(self, execution_id: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{execution_id}-", dir=self._roots_dir()))
+
+    def _shared_root(self, outputs: list[tuple[Path, str]]) -> Path:
+        """The read-only root of runs without inputs: empty but for their outputs' mount points.
+
+        Runs preopen it read-only, so every run with the same output paths shares one,
+        made once (the per-run mkdtemp, mkdirs and rmtree of build_root are what it saves).
+        """
+        guests = tuple(sorted({posixpath.normpath(guest) for _, guest in outputs}))
+        with self._shared_lock:
+            root = self._shared.get(guests)
+            if root is not None:
+                return root
+            key = hashlib.sha256("\0".join(guests).encode()).hexdigest()[:16]
+            root = self._roots / f"shared-{key}"
+            if not root.is_dir():  # made by an earlier node process otherwise
+                tmp = Path(tempfile.mkdtemp(prefix=".shared-", dir=self._roots_dir()))
+                build_root(tmp, (), outputs)
+                try:
+                    os.rename(tmp, root)
+                except OSError:  # made meanwhile by another process on this data dir
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if len(self._shared) < SHARED_ROOTS:
+                self._shared[guests] = root
+            return root
+
+    def _roots_dir(self) -> Path:
+        if not self._roots_made:
+            self._roots.mkdir(parents=True, exist_ok=True)
+            self._roots_made = True
+        return self._roots
+
     def _load(self, vol: InputVolume, role: str) -> _Named:
-        path = module_file(vol)
+        # An inline module comes as bytes (storage/inline.py module_volume): no file to read.
+        path = vol.host_path if vol.data is not None else module_file(vol)
         try:
-            module = self.cache.load(path.read_bytes())
+            module = self.cache.load(vol.data if vol.data is not None else path.read_bytes())
         except WasmtimeError as exc:
             raise InvalidModule(
                 f"the {role} {path.name} is not a valid WASM module: {first_line(exc)}"
@@ -284,41 +355,127 @@ class WasmExecutor:
         # can fill the disk past it while it runs (docs/wasm-executor.md).
         for name in (STDOUT, STDERR):
             path = results_dir / name
-            if path.exists() and path.stat().st_size > self.cfg.stream_cap:
+            try:
+                size = path.stat().st_size  # one stat, not exists() and then stat()
+            except FileNotFoundError:
+                continue
+            if size > self.cfg.stream_cap:
                 os.truncate(path, self.cfg.stream_cap)
 
 
-def start_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """fn(*args) in a new daemon thread, as a future of the running loop.
+class _Task:
+    """One call handed to the pool, settled into a future of the loop that submitted it."""
 
-    Not asyncio.to_thread: a run must not hold a thread of the loop's default executor
-    (the store and hashing need them), and a run left behind in a host call must not
-    keep the process from exiting, as pool threads do (they are joined at exit).
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+    __slots__ = ("args", "detached", "fn", "future", "loop", "started")
 
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if future.done():
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        self.loop = loop
+        self.fn = fn
+        self.args = args
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.started = False
+        self.detached = False  # its thread has left the pool (the run was left behind)
+
+    def settle(self, result: Any, exc: BaseException | None) -> None:
+        if self.future.done():
             return
         if exc is not None:
-            future.set_exception(exc)
+            self.future.set_exception(exc)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            self.future.set_result(result)
 
-    def target() -> None:
-        result, exc = None, None
+
+class WorkerPool:
+    """Reused daemon threads that each run one blocking call at a time, at most `size` at once.
+
+    Not a concurrent.futures pool: a run must not hold a thread of the loop's default
+    executor (the store and hashing need them), and a run left behind in a host call must
+    not keep the process from exiting, as that pool's threads do (they are joined at exit).
+    A run that is left behind is `detach`ed: its thread no longer counts against `size` and
+    ends once the call returns, so stuck runs never starve the pool.
+    """
+
+    def __init__(self, size: int = WORKERS, idle_s: float = WORKER_IDLE_S) -> None:
+        self.size = size
+        self.idle_s = idle_s
+        self.started = 0  # threads ever started: reuse shows as started < runs
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        self._threads = 0  # threads in the pool (detached ones excluded)
+        self._idle = 0  # of those, waiting for a task
+        self._pending = 0  # tasks queued, not yet taken
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> tuple[asyncio.Future[T], _Task]:
+        """fn(*args) on a pool thread, as a future of the running loop."""
+        task = _Task(asyncio.get_running_loop(), fn, args)
+        with self._lock:
+            self._queue.put(task)
+            self._pending += 1
+            if self._pending > self._idle and self._threads < self.size:
+                self._spawn()
+        return task.future, task
+
+    def detach(self, task: _Task) -> None:
+        """Take a stuck task's thread out of the count, and replace it when work waits."""
+        with self._lock:
+            if task.detached:
+                return
+            task.detached = True
+            if task.started:
+                self._threads -= 1
+                if self._pending > self._idle and self._threads < self.size:
+                    self._spawn()
+
+    def _spawn(self) -> None:  # with the lock held
+        self._threads += 1
+        self._idle += 1  # counted idle from the start, so the next submit does not spawn another
+        self.started += 1
+        threading.Thread(target=self._work, name="wasm-run", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._queue.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._pending > 0:  # queued just now, counting on this thread
+                        continue
+                    self._idle -= 1
+                    self._threads -= 1
+                    return
+            with self._lock:
+                self._idle -= 1
+                self._pending -= 1
+                skip = task.detached  # given up on before it started: do not run it
+                task.started = True
+            result: Any = None
+            exc: BaseException | None = ExecutionFailed("abandoned before it started") if skip else None
+            if not skip:
+                try:
+                    result = task.fn(*task.args)
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                    exc = e
+            with self._lock:
+                # detach() took this thread out of the count while it ran: it ends here.
+                leave = task.detached and not skip
+                if not leave:
+                    self._idle += 1  # idle before the result is seen: the caller's next run reuses it
+            self._post(task, result, exc)
+            if leave:
+                return
+
+    @staticmethod
+    def _post(task: _Task, result: Any, exc: BaseException | None) -> None:
         try:
-            result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            exc = e
-        try:
-            loop.call_soon_threadsafe(settle, result, exc)
+            task.loop.call_soon_threadsafe(task.settle, result, exc)
         except RuntimeError:  # the loop is closed: nobody waits for this run any more
             pass
-
-    threading.Thread(target=target, name="wasm-run", daemon=True).start()
-    return future
 
 
 def module_file(vol: InputVolume) -> Path:

@@ -6,7 +6,8 @@ Artifacts come from Module.serialize and are read back with Module.deserialize_f
 The fingerprint (wasmtime version + the Engine's Config flags) is in the path because
 an artifact only loads into an Engine configured the same way. The directory is kept
 under `max_bytes` by least-recently-used eviction (a hit touches the file's mtime);
-loaded Modules are also kept in memory, so a hot module costs one hash.
+loaded Modules are also kept in memory, so a hot module costs one hash (and a touch of its
+artifact at most once a minute).
 Every method blocks (compiling, file I/O): call them from a worker thread.
 """
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".cwasm"
 MEMORY_ENTRIES = 64  # Modules held in memory; each holds its compiled code
+TOUCH_EVERY_S = 60.0  # a memory hit refreshes the artifact's mtime (its LRU age) at most this often
 
 
 def fingerprint(config_flags: str) -> str:
@@ -49,6 +53,7 @@ class ModuleCache:
         self.disk_hits = 0
         self.memory_hits = 0
         self._memory: OrderedDict[str, Module] = OrderedDict()
+        self._touched: dict[str, float] = {}  # key -> monotonic time of its last mtime refresh
         self._lock = threading.Lock()  # runs load modules from several worker threads
 
     @property
@@ -64,7 +69,11 @@ class ModuleCache:
                 self._memory.move_to_end(key)
                 self.memory_hits += 1
         if module is not None:
-            self._touch(self.directory / (key + SUFFIX))
+            # One utime per hit would be a syscall per job; eviction only needs minutes' accuracy.
+            now = time.monotonic()
+            if now - self._touched.get(key, -math.inf) >= TOUCH_EVERY_S:
+                self._touched[key] = now
+                self._touch(self.directory / (key + SUFFIX))
             return module
         module = self._from_disk(key)
         if module is None:
@@ -74,8 +83,10 @@ class ModuleCache:
             self._store(key, module)
         with self._lock:
             self._memory[key] = module
+            self._touched[key] = time.monotonic()  # just read or written: its mtime is fresh
             while len(self._memory) > MEMORY_ENTRIES:
-                self._memory.popitem(last=False)
+                dropped, _ = self._memory.popitem(last=False)
+                self._touched.pop(dropped, None)
         return module
 
     def _from_disk(self, key: str) -> Module | None:

@@ -92,6 +92,22 @@ class InlineStorage:
         return [spec]
 
 
+def module_volume(spec: StorageSpec, workdir: Path) -> InputVolume | None:
+    """An inline WASM module as bytes in memory, never written to disk and read back; None for a
+    tar.gz (a directory holding the module), which prepare() extracts as before.
+
+    `host_path` is where prepare() would have put the file (workdir/data): its stem stays the
+    module's default name (argv[0]) whichever way the module is loaded.
+    """
+    try:
+        media_type, data = parse_data_url(spec.url)
+    except ValueError as exc:
+        raise InputUnavailable(f"Inline input {spec.name or spec.path}: {exc}", retryable=False) from None
+    if _is_gzip_tar(media_type):
+        return None
+    return InputVolume(spec=spec, host_path=workdir / "data", target=spec.path, data=data)
+
+
 def _materialize(media_type: str, data: bytes, dest: Path, max_files: int) -> None:
     if _is_gzip_tar(media_type):
         extract_gzip_tar(io.BytesIO(data), dest, max_bytes=MAX_EXTRACTED, max_files=max_files)

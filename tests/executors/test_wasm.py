@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from wasmtime import Config, Engine
 
 from computenode.config import WasmConfig
 from computenode.errors import ExecutionFailed, InvalidModule, JobTimeout
+from computenode.executors import wasm_cache
 from computenode.executors.base import ExecutionRequest, Executor, InputVolume
 from computenode.executors.wasm import WasmExecutor
 from computenode.executors.wasm_cache import ModuleCache
@@ -366,7 +368,10 @@ def epoch_engine() -> Engine:
     return Engine(config)
 
 
-def test_cache_evicts_least_recently_used(tmp_path: Path, modules: Path) -> None:
+def test_cache_evicts_least_recently_used(
+    tmp_path: Path, modules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wasm_cache, "TOUCH_EVERY_S", 0.0)  # the mtimes below are set by hand
     cache = ModuleCache(epoch_engine(), tmp_path / "c", 1 << 40)
     wasm = {m: (modules / f"{m}.wasm").read_bytes() for m in ("hello", "env", "cat")}
     artifact = {m: tmp_path / "c" / (hashlib.sha256(b).hexdigest() + ".cwasm") for m, b in wasm.items()}
@@ -382,6 +387,18 @@ def test_cache_evicts_least_recently_used(tmp_path: Path, modules: Path) -> None
     )
 
 
+def test_a_hit_touches_the_artifact_at_most_once_a_minute(tmp_path: Path, modules: Path) -> None:
+    cache = ModuleCache(epoch_engine(), tmp_path / "c", 1 << 40)
+    wasm = (modules / "hello.wasm").read_bytes()
+    cache.load(wasm)
+    artifact = tmp_path / "c" / (hashlib.sha256(wasm).hexdigest() + ".cwasm")
+    os.utime(artifact, (1000, 1000))
+    for _ in range(3):
+        cache.load(wasm)
+    assert cache.memory_hits == 3
+    assert artifact.stat().st_mtime == 1000  # within TOUCH_EVERY_S of the load: no utime per hit
+
+
 def test_cache_recompiles_a_corrupt_artifact(tmp_path: Path, modules: Path) -> None:
     engine = epoch_engine()
     wasm = (modules / "hello.wasm").read_bytes()
@@ -392,3 +409,67 @@ def test_cache_recompiles_a_corrupt_artifact(tmp_path: Path, modules: Path) -> N
     fresh.load(wasm)
     assert (fresh.compilations, fresh.disk_hits) == (1, 0)
     assert artifact.read_bytes() != b"not an artifact"
+
+
+def ticker_cpu_s(executor: WasmExecutor) -> float:
+    ticker = executor._ticker
+    assert ticker is not None and ticker.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(ticker.ident))
+
+
+async def wait_parked(executor: WasmExecutor) -> None:
+    async with asyncio.timeout(10):
+        while not executor.ticker_parked:
+            await asyncio.sleep(0.01)
+
+
+async def test_epoch_ticker_parks_when_no_run_is_active(executor: WasmExecutor, jobs: Jobs) -> None:
+    req = jobs.request("hello")
+    await executor.run(req)
+    await wait_parked(executor)
+    ticks, cpu = executor.ticks, ticker_cpu_s(executor)
+    await asyncio.sleep(0.5)  # 50 epochs at 100 Hz, were it still ticking
+    assert executor.ticks == ticks
+    assert ticker_cpu_s(executor) - cpu < 0.001  # parked in a wait: no wake-ups at all
+    # The next run wakes it: a module that never returns still times out.
+    with pytest.raises(JobTimeout):
+        await executor.run(jobs.request("loop", timeout_s=0.5))
+    assert executor.ticks > ticks
+    await wait_parked(executor)
+
+
+async def test_run_threads_are_reused(executor: WasmExecutor, jobs: Jobs) -> None:
+    for _ in range(5):
+        req = jobs.request("hello")
+        assert_result(req, await executor.run(req), "Hello, world!\n", "", 0)
+    assert executor.pool.started == 1
+    assert executor.pool.threads == 1
+
+
+async def test_a_run_left_behind_does_not_starve_the_pool(tmp_path: Path, jobs: Jobs) -> None:
+    executor = WasmExecutor(WasmConfig(), tmp_path / "cache", workers=1)
+    try:
+        with pytest.raises(JobTimeout):
+            await executor.run(jobs.request("sleep", "3", timeout_s=0.5))
+        req = jobs.request("hello")  # the one pool thread is still in the sleep: another one runs it
+        assert_result(req, await executor.run(req), "Hello, world!\n", "", 0)
+        assert executor.pool.started == 2
+    finally:
+        await executor.aclose()
+
+
+async def test_a_module_given_as_bytes_is_not_read_from_disk(executor: WasmExecutor, jobs: Jobs) -> None:
+    data = (jobs.modules / "env.wasm").read_bytes()
+    volume = InputVolume(StorageSpec(), jobs.tmp / "never-written" / "data", "/", data=data)
+    req = jobs.request(volume, "x")
+    assert_result(req, await executor.run(req), "argv[0]=data\nargv[1]=x\n", "", 0)
+
+
+async def test_runs_without_inputs_share_one_root(executor: WasmExecutor, jobs: Jobs, tmp_path: Path) -> None:
+    outputs = [{"Name": "outputs", "path": "/outputs"}]
+    for _ in range(3):
+        req = jobs.request("cat", "/etc/passwd", outputs=outputs)
+        assert_result(req, await executor.run(req), "", "cat: /etc/passwd: No such file or directory\n", 1)
+    roots = tmp_path / "cache" / "roots"
+    assert [p.name.startswith("shared-") for p in roots.iterdir()] == [True]
+    assert [p.name for p in next(roots.iterdir()).iterdir()] == ["outputs"]
