@@ -28,12 +28,21 @@ from computenode.events import EventBus
 from computenode.executors.base import Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
-from computenode.model import ExecutionState, Publisher
+from computenode.model import ExecutionState, JobState, Publisher
 from computenode.reserve import DiskReserve
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.shards import ShardPlans
-from computenode.store import Execution, JobRecord, Store, Transition
+from computenode.store import (
+    ClientJobQuery,
+    Execution,
+    JobRecord,
+    JobSummary,
+    Page,
+    Position,
+    Store,
+    Transition,
+)
 from computenode.supervisor import Supervisor
 from computenode.systemd import notify_loop, sd_notify
 from computenode.version import __version__
@@ -171,8 +180,17 @@ class Node:
     ) -> list[Execution]:
         return await self.store.executions(state=state, job_id=job_id, limit=limit)
 
-    async def active_executions(self) -> list[Execution]:
-        return await self.store.active()
+    async def execution_page(
+        self,
+        state: ExecutionState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+    ) -> Page[Execution]:
+        return await self.store.execution_page(state, job_id, limit, after)
+
+    async def active_executions(self, limit: int = -1) -> list[Execution]:
+        return await self.store.active(limit)
 
     async def execution_counts(self) -> dict[ExecutionState, int]:
         return await self.store.counts()
@@ -183,8 +201,21 @@ class Node:
     async def job_record(self, job_id: str) -> JobRecord:
         return await self.store.get_job(job_id)
 
-    async def client_jobs(self, client_id: str, limit: int) -> list[JobRecord]:
-        return await self.store.jobs(client_id=client_id, limit=limit)
+    async def job_page(
+        self,
+        state: JobState | None = None,
+        label: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+    ) -> Page[JobSummary]:
+        return await self.store.job_page(state, label, since, limit, after)
+
+    async def client_jobs(self, client_id: str, query: ClientJobQuery) -> list[JobSummary]:
+        return await self.store.client_jobs(client_id, query)
+
+    async def client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
+        return await self.store.find_client_job(client_id, job_id, prefix_len)
 
     # -- end of the API's view ------------------------------------------------------------------
 

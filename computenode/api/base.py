@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from computenode.compute import ShardResponse
     from computenode.events import EventBus
     from computenode.metrics import Metrics
-    from computenode.model import ExecutionState, Job, ResourceUsageData
-    from computenode.store import Execution, JobRecord, Transition
+    from computenode.model import ExecutionState, Job, JobState, ResourceUsageData
+    from computenode.store import ClientJobQuery, Execution, JobRecord, JobSummary, Page, Position, Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +143,18 @@ class NodeView(Protocol):
         """Newest first."""
         ...
 
-    async def active_executions(self) -> list[Execution]:
-        """The executions not in a terminal state, oldest first."""
+    async def execution_page(
+        self,
+        state: ExecutionState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+    ) -> Page[Execution]:
+        """Newest first, from below `after` (the previous page's `next`)."""
+        ...
+
+    async def active_executions(self, limit: int = -1) -> list[Execution]:
+        """The executions not in a terminal state, oldest first (all of them unless `limit`)."""
         ...
 
     async def execution_counts(self) -> dict[ExecutionState, int]: ...
@@ -155,6 +165,21 @@ class NodeView(Protocol):
 
     async def job_record(self, job_id: str) -> JobRecord: ...
 
-    async def client_jobs(self, client_id: str, limit: int) -> list[JobRecord]:
-        """The jobs a v0.3 client submitted, newest first."""
+    async def job_page(
+        self,
+        state: JobState | None = None,
+        label: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+    ) -> Page[JobSummary]:
+        """Newest first, from below `after`; only jobs in `state`, annotated `label`, created at or after `since`."""
+        ...
+
+    async def client_jobs(self, client_id: str, query: ClientJobQuery) -> list[JobSummary]:
+        """The jobs a v0.3 client submitted, as its /requester/list asks for them."""
+        ...
+
+    async def client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
+        """A v0.3 client's job by its ID, or else by a `prefix_len`-character prefix of it."""
         ...

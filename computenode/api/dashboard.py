@@ -20,6 +20,9 @@ table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bott
 .ok{color:#2a7}.bad{color:#c33}code{font-size:.95em}"""
 
 
+PAGE = 100  # active executions shown
+
+
 def _fmt(resource: str, value: float) -> str:
     if resource in ("Memory", "Disk"):
         return format_bytes(int(value)) if value else "0"
@@ -59,8 +62,9 @@ def _execution_rows(executions: list[Execution]) -> str:
 
 async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> str:
     cap = node.capacity()
-    active = await node.active_executions()
-    recent = [e for e in await node.executions(limit=25) if e.state.is_terminal]
+    # Pages, not tables: the page reloads every 5 s, on a node that may hold 100,000 executions.
+    active = await node.active_executions(limit=PAGE)
+    recent = [e for e in (await node.execution_page(limit=25)).items if e.state.is_terminal]
     code, ready = readiness
     checks = ready["checks"]
     assert isinstance(checks, dict)

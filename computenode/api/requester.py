@@ -31,10 +31,9 @@ from computenode.api.http import (
     str_field,
 )
 from computenode.api.signatures import MalformedBody, SignatureError, SignedPayload, verify_request
-from computenode.api.views import job_state
 from computenode.errors import SpecError
 from computenode.model import ExecutionState, Job, StorageSource, StorageSpec, job_from_document
-from computenode.store import Execution, JobRecord, NotFound, Transition
+from computenode.store import ClientJobQuery, Execution, JobRecord, NotFound, Transition
 from computenode.version import version as package_version
 
 if TYPE_CHECKING:
@@ -49,7 +48,6 @@ SUBMIT_KEYS = ("job_create_payload", "jobCreatePayload", "data")
 CANCEL_KEYS = ("job_cancel_payload", "payload")
 CONTEXT_PATH = "/job"  # where v0.3 mounted a submitted build context
 MAX_LIST = 1000
-MAX_CLIENT_JOBS = 100_000  # how many of a client's jobs a read looks through
 
 # The compute node's states as v0.3.23's requester named its execution states.
 V03_EXECUTION_STATE = {
@@ -163,12 +161,10 @@ class RequesterApi:
         client_id = str_field(body, "client_id")
         if not client_id:
             raise SpecError([("client_id", "is required: a client lists only its own jobs")])
-        records = await self.node.client_jobs(client_id, MAX_CLIENT_JOBS)
-        # Filtering decodes every job's JSON: in a thread, as a client may own many jobs.
-        records = await asyncio.to_thread(_select, records, body)
         jobs = []
-        for rec in records:
-            jobs.append({"Job": json.loads(rec.job_json), "State": await self._job_state(rec)})
+        for summary in await self.node.client_jobs(client_id, _list_query(body)):
+            doc = json.loads(summary.record.job_json)  # parsed once: the answer and its TimeoutAt
+            jobs.append({"Job": doc, "State": await self._job_state(summary.record, doc)})
         return json_response({"jobs": jobs})
 
     # -- node -------------------------------------------------------------------------------------
@@ -216,9 +212,9 @@ class RequesterApi:
             raise SpecError([("job_id", "is required")])
         if not client_id:
             raise SpecError([("client_id", "is required")])
-        for rec in await self.node.client_jobs(client_id, MAX_CLIENT_JOBS):
-            if _id_matches(rec.id, job_id):
-                return rec
+        rec = await self.node.client_job(client_id, job_id, SHORT_ID)
+        if rec is not None:
+            return rec
         if signed:
             try:
                 rec = await self.node.job_record(job_id)
@@ -229,17 +225,18 @@ class RequesterApi:
                     return rec
         raise NotFound(f"job {job_id}")
 
-    async def _job_state(self, rec: JobRecord) -> dict[str, Any]:
+    async def _job_state(self, rec: JobRecord, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+        """v0.3's JobState of `rec`; `doc` is its job JSON when the caller has parsed it already."""
         executions = await self.node.executions(job_id=rec.id)
         by_shard: dict[int, list[Execution]] = {}
         for ex in sorted(executions, key=lambda e: e.created_at):
             by_shard.setdefault(ex.shard_index, []).append(ex)
-        job = Job.model_validate_json(rec.job_json)
-        timeout_at = rec.created_at + job.spec.timeout if job.spec.timeout else 0.0
+        timeout = _timeout(doc if doc is not None else json.loads(rec.job_json))
+        timeout_at = rec.created_at + timeout if timeout else 0.0
         return {
             "JobID": rec.id,
             "Shards": {str(i): self._shard(rec, i, exs) for i, exs in sorted(by_shard.items())},
-            "State": job_state(executions, rec.cancelled).value,
+            "State": rec.state.value,  # stored with each change of its executions
             "Version": sum(e.version for e in executions) or 1,
             "CreateTime": _time(rec.created_at),
             "UpdateTime": _time(max([rec.updated_at, *(e.updated_at for e in executions)])),
@@ -378,37 +375,26 @@ def _unwrap(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _id_matches(job_id: str, wanted: str) -> bool:
-    return job_id == wanted or (len(wanted) == SHORT_ID and job_id[:SHORT_ID] == wanted)
+def _timeout(doc: dict[str, Any]) -> float:
+    """Spec.Timeout of a stored (normalised, api/ JSON of model.Job) job."""
+    spec = doc.get("Spec")
+    value = spec.get("Timeout") if isinstance(spec, dict) else None
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _select(records: list[JobRecord], body: dict[str, Any]) -> list[JobRecord]:
+def _list_query(body: dict[str, Any]) -> ClientJobQuery:
     """v0.3.23's list filters: id, include/exclude tags (Spec.Annotations), sort, max_jobs."""
-    wanted = str_field(body, "id")
-    include, exclude = set(field(body, "include_tags") or []), set(field(body, "exclude_tags") or [])
-    out = []
-    for rec in records:
-        if wanted and not _id_matches(rec.id, wanted):
-            continue
-        tags = Job.model_validate_json(rec.job_json).spec.annotations
-        included = not include
-        for tag in tags:  # as v0.3.23: the first matching tag decides, include before exclude
-            if tag in include:
-                included = True
-                break
-            if tag in exclude:
-                included = False
-                break
-        if included:
-            out.append(rec)
-    sort_by, reverse = str_field(body, "sort_by") or "created_at", bool(field(body, "sort_reverse"))
-    if sort_by == "id":
-        out.sort(key=lambda r: r.id, reverse=reverse)
-    elif sort_by == "created_at":
-        out.sort(key=lambda r: r.created_at, reverse=reverse)
     max_jobs = field(body, "max_jobs")
     limit = max_jobs if isinstance(max_jobs, int) and 0 < max_jobs <= MAX_LIST else MAX_LIST
-    return out[:limit]
+    return ClientJobQuery(
+        id=str_field(body, "id"),
+        prefix_len=SHORT_ID,
+        include=tuple(str(t) for t in field(body, "include_tags") or []),
+        exclude=tuple(str(t) for t in field(body, "exclude_tags") or []),
+        sort_by=str_field(body, "sort_by") or "created_at",
+        reverse=bool(field(body, "sort_reverse")),
+        limit=limit,
+    )
 
 
 def _build_version() -> dict[str, str]:

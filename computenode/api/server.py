@@ -28,8 +28,9 @@ from computenode.api.http import (
     required_field,
 )
 from computenode.api.logs import stream_logs
+from computenode.api.paging import add_paging_routes
 from computenode.api.requester import add_requester_routes
-from computenode.api.views import execution_view, job_state, latest_per_shard, shard_state
+from computenode.api.views import execution_view, latest_per_shard, shard_state
 from computenode.errors import SpecError
 from computenode.events import TERMINAL_JOB_STATES
 from computenode.model import ExecutionState, job_from_document
@@ -86,7 +87,6 @@ class ApiServer:
         r.add_get("/api/v1/node", self.node_info)
         r.add_post("/api/v1/node/drain", self.drain)
         r.add_get("/api/v1/events", self.events)
-        r.add_get("/api/v1/executions", self.executions)
         r.add_get("/api/v1/executions/{id}", self.execution)
         r.add_get("/api/v1/executions/{id}/logs", self.logs)
         r.add_get("/api/v1/executions/{id}/results", self.results)
@@ -95,6 +95,7 @@ class ApiServer:
         r.add_post("/api/v1/jobs", self.submit)
         r.add_get("/api/v1/jobs/{id}", self.get_job)
         r.add_post("/api/v1/jobs/{id}/cancel", self.cancel_job)
+        add_paging_routes(self.app, node)  # GET /api/v1/executions and /api/v1/jobs
         add_requester_routes(self.app, node)  # Bacalhau v0.3.23's requester API, for its clients
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -189,15 +190,6 @@ class ApiServer:
         return json_response({"Draining": self.node.draining, "Mode": mode})
 
     # -- executions -------------------------------------------------------------------------------
-    async def executions(self, request: web.Request) -> web.Response:
-        state = request.query.get("state")
-        try:
-            wanted = ExecutionState(state) if state else None
-        except ValueError:
-            raise SpecError([("state", f"{state!r} is not an execution state")]) from None
-        rows = await self.node.executions(state=wanted, job_id=request.query.get("job_id"))
-        return json_response({"Executions": [execution_view(e) for e in rows]})
-
     async def events(self, request: web.Request) -> web.StreamResponse:
         return await stream_events(self.node, request)
 
@@ -299,7 +291,7 @@ class ApiServer:
         shards = latest_per_shard(executions)
         answer = {
             "Job": json.loads(rec.job_json),
-            "State": job_state(executions, rec.cancelled).value,
+            "State": rec.state.value,  # stored with each change of its executions
             "Shards": [shard_state(self.node.node_id, shards[i]) for i in sorted(shards)],
         }
         return answer

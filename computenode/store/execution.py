@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
+from computenode.model import ExecutionState, JobState, ResourceUsageData, RunCommandResult, StorageSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,26 @@ class JobRecord:
     cancelled: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
+    state: JobState = JobState.NEW  # kept by the store with each of its executions' changes
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """A job as a list shows it: its record, its Spec.Annotations and how many shards it has."""
+
+    record: JobRecord
+    annotations: tuple[str, ...]
+    shards: int  # distinct shard indexes among its executions
+
+
+# Where a newest-first page ends: (created_at, id) of its last row; the next page starts below it.
+Position = tuple[float, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next: Position | None  # None: this is the last page
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +127,17 @@ class Tombstone:
     submission: str
     created_at: float
     deleted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientJobQuery:
+    """v0.3.23's /requester/list filters: an ID (full, or `prefix_len` characters of it), tags
+    (Spec.Annotations) to include and exclude, the sort and how many."""
+
+    id: str = ""
+    prefix_len: int = 8
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sort_by: str = "created_at"  # id | created_at; anything else: newest first
+    reverse: bool = False
+    limit: int = 1000

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,45 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from computenode.errors import DependencyDown, InvalidTransition, NotFound, SchemaTooNew
-from computenode.model import ExecutionState, ResourceUsageData, RunCommandResult, StorageSpec
-from computenode.store.execution import Callback, Destination, Execution, JobRecord, Tombstone, Transition
+from computenode.model import ExecutionState, JobState, ResourceUsageData, RunCommandResult, StorageSpec
+from computenode.store.execution import (
+    Callback,
+    ClientJobQuery,
+    Destination,
+    Execution,
+    JobRecord,
+    JobSummary,
+    Page,
+    Position,
+    Tombstone,
+    Transition,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
 
 T = TypeVar("T")
+
+# A job's state (model JobState) from its executions, as api/views.py job_state derives it:
+# InProgress while any execution is active; else over each shard's telling execution (a
+# Completed one, else the newest attempt): none -> New (Cancelled once cancelled), the job
+# cancelled or every shard Cancelled -> Cancelled, all Completed -> Completed, some ->
+# PartialError, none -> Error. An expression over the row `jobs`; frozen as migration 4 uses it
+# (a change to the derivation is a new constant and a new migration).
+_JOB_STATE_V4 = """(CASE
+    WHEN EXISTS (SELECT 1 FROM executions AS e WHERE e.job_id = jobs.id AND e.state IN
+        ('Created', 'BidAccepted', 'Running', 'WaitingVerification', 'ResultAccepted', 'Publishing'))
+    THEN 'InProgress'
+    ELSE (SELECT CASE
+        WHEN COUNT(*) = 0 THEN (CASE WHEN jobs.cancelled THEN 'Cancelled' ELSE 'New' END)
+        WHEN jobs.cancelled OR SUM(s.state = 'Cancelled') = COUNT(*) THEN 'Cancelled'
+        WHEN SUM(s.state = 'Completed') = COUNT(*) THEN 'Completed'
+        WHEN SUM(s.state = 'Completed') > 0 THEN 'PartialError'
+        ELSE 'Error' END
+        FROM (SELECT CASE WHEN MAX(e.state = 'Completed') OVER w THEN 'Completed' ELSE e.state END AS state,
+                ROW_NUMBER() OVER (w ORDER BY json_extract(e.record, '$.attempt') DESC, e.created_at DESC) AS nth
+            FROM executions AS e WHERE e.job_id = jobs.id WINDOW w AS (PARTITION BY e.shard_index)) AS s
+        WHERE s.nth = 1)
+    END)"""
 
 # MIGRATIONS[n - 1] takes the schema from version n - 1 to n, in one transaction.
 # To change the schema, append a tuple of statements; never edit one already released.
@@ -97,6 +131,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER executions_not_tombstoned BEFORE INSERT ON executions
     WHEN EXISTS (SELECT 1 FROM job_tombstones WHERE id = NEW.job_id)
     BEGIN SELECT RAISE(ABORT, 'job tombstoned'); END""",
+    ),
+    # 5: reads in O(page). Indexes for every query (newest-first pages are (created_at, id)
+    # descending; active executions are an IN over (state, created_at)); the job's state stored
+    # with it (kept by _SET_JOB_STATE in each write's transaction) and its Spec.Annotations as
+    # rows, in order, for the `label` filter and v0.3's include/exclude tags.
+    (
+        "DROP INDEX executions_state",
+        "CREATE INDEX executions_state_created ON executions (state, created_at, id)",
+        "CREATE INDEX executions_created ON executions (created_at, id)",
+        "ALTER TABLE jobs ADD COLUMN state TEXT NOT NULL DEFAULT 'New'",
+        "CREATE INDEX jobs_created ON jobs (created_at, id)",
+        "CREATE INDEX jobs_client_created ON jobs (client_id, created_at, id)",
+        "CREATE INDEX jobs_state_created ON jobs (state, created_at, id)",
+        """CREATE TABLE job_labels (
+    job_id TEXT NOT NULL, position INTEGER NOT NULL, label TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (job_id, position))""",
+        "CREATE INDEX job_labels_label ON job_labels (label, created_at, job_id)",
+        # A deleted job takes its labels along, whoever deletes it.
+        """CREATE TRIGGER jobs_labels_deleted AFTER DELETE ON jobs
+    BEGIN DELETE FROM job_labels WHERE job_id = OLD.id; END""",
+        """INSERT INTO job_labels (job_id, position, label, created_at)
+    SELECT jobs.id, a.key, a.value, jobs.created_at FROM jobs, json_each(jobs.job, '$.Spec.Annotations') AS a
+    WHERE json_valid(jobs.job) AND a.type = 'text'""",
+        "UPDATE jobs SET state = " + _JOB_STATE_V4,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -183,17 +241,61 @@ def _decode(row: sqlite3.Row) -> Execution:
     )
 
 
+def _down(exc: sqlite3.Error, path: Path) -> DependencyDown | None:
+    """DependencyDown when `exc` means the database file or its disk is unusable, else None.
+
+    Only errors from the SQLite library carry a code; the sqlite3 module's own checks (a closed
+    connection: ProgrammingError) do not. Extended codes keep the primary one in the low byte.
+    """
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DOWN_CODES:
+        return DependencyDown("store", f"{path}: {exc}")
+    return None
+
+
 class Store:
-    def __init__(self, path: Path, on_full: Callable[[], bool] | None = None) -> None:
-        """`on_full()` frees some disk when a write finds it full (True: try the write again)."""
+    def __init__(self, path: Path, on_full: Callable[[], bool] | None = None, readers: int = 2) -> None:
+        """`on_full()` frees some disk when a write finds it full (True: try the write again);
+        `readers`: threads with a read-only connection each, so reads never queue behind writes."""
         self.path = path
         self.on_full = on_full
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._read_pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
         self._db: sqlite3.Connection | None = None
+        self._local = threading.local()  # each read thread's own connection
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(db, *args) on a read thread, `db` that thread's read-only connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._run_read, fn, args)
+
+    def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(self._reader(), *args)
+        except sqlite3.Error as exc:
+            down = _down(exc, self.path)
+            if down is None:
+                raise
+            raise down from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            if self._db is None:
+                raise RuntimeError("store is not open")
+            uri = self.path.absolute().as_uri() + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            with self._readers_lock:
+                self._readers.append(db)
+            self._local.db = db
+        return db
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """fn(*args) on the store thread; a full disk gets one more try once on_full freed room
@@ -207,13 +309,10 @@ class Store:
                     raise
                 return fn(*args)
         except sqlite3.Error as exc:
-            # Only errors from the SQLite library carry a code; the sqlite3 module's own checks
-            # (a closed connection: ProgrammingError) do not. Extended codes keep the primary
-            # one in the low byte.
-            code: int | None = getattr(exc, "sqlite_errorcode", None)
-            if code is not None and code & 0xFF in _DOWN_CODES:
-                raise DependencyDown("store", f"{self.path}: {exc}") from exc
-            raise
+            down = _down(exc, self.path)
+            if down is None:
+                raise
+            raise down from exc
 
     async def open(self) -> None:
         await self._call(self._open)
@@ -234,6 +333,11 @@ class Store:
         self._db = db
 
     async def close(self) -> None:
+        self._read_pool.shutdown(wait=True)
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
         if self._db is not None:
             await self._call(self._db.close)
             self._db = None
@@ -258,11 +362,11 @@ class Store:
 
     # -- meta -------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
-        def q() -> str | None:
-            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        def q(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             return row["value"] if row else None
 
-        return await self._call(q)
+        return await self._read(q)
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._call(lambda: self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
@@ -282,39 +386,57 @@ class Store:
                 self.db.execute(
                     "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
                 )
+                self.db.execute(_SET_JOB_STATE, (ex.job_id,))
 
         await self._call(q)
         return ex
 
     async def get(self, execution_id: str) -> Execution:
-        def q() -> Execution:
-            row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        def q(db: sqlite3.Connection) -> Execution:
+            row = db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
             if row is None:
                 raise NotFound(execution_id)
             return _decode(row)
 
-        return await self._call(q)
+        return await self._read(q)
 
     async def executions(
         self, state: ExecutionState | None = None, job_id: str | None = None, limit: int = 1000
     ) -> list[Execution]:
         """The newest executions first, optionally only those in `state` or of `job_id`."""
-        sql = "SELECT * FROM executions WHERE 1=1"
-        args: list[object] = []
+        return (await self.execution_page(state, job_id, limit)).items
+
+    async def execution_page(
+        self,
+        state: ExecutionState | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+    ) -> Page[Execution]:
+        """Up to `limit` executions, newest first (by created_at, then id), from below `after`."""
+        where, args = _page_where(after)
         if state is not None:
-            sql += " AND state = ?"
+            where.append("state = ?")
             args.append(state.value)
         if job_id is not None:
-            sql += " AND job_id = ?"
+            where.append("job_id = ?")
             args.append(job_id)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        args.append(limit)
-        return await self._call(lambda: [_decode(r) for r in self.db.execute(sql, args).fetchall()])
+        sql = (
+            f"SELECT * FROM executions WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
 
-    async def active(self) -> list[Execution]:
-        terminal = tuple(s.value for s in ExecutionState if s.is_terminal)
-        sql = f"SELECT * FROM executions WHERE state NOT IN ({','.join('?' * len(terminal))}) ORDER BY created_at"
-        return await self._call(lambda: [_decode(r) for r in self.db.execute(sql, terminal).fetchall()])
+        def q(db: sqlite3.Connection) -> Page[Execution]:
+            rows = db.execute(sql, (*args, limit + 1)).fetchall()
+            return _page([_decode(r) for r in rows[:limit]], len(rows) > limit, _execution_position)
+
+        return await self._read(q)
+
+    async def active(self, limit: int = -1) -> list[Execution]:
+        """Executions not in a terminal state, oldest first; all of them unless `limit`."""
+        active = tuple(s.value for s in ExecutionState if not s.is_terminal)
+        # IN over the indexed states, not NOT IN: an index lookup per state, not a table scan.
+        sql = f"SELECT * FROM executions WHERE state IN ({','.join('?' * len(active))}) ORDER BY created_at LIMIT ?"
+        return await self._read(lambda db: [_decode(r) for r in db.execute(sql, (*active, limit)).fetchall()])
 
     async def transition(
         self,
@@ -326,7 +448,8 @@ class Store:
         **changes: Any,
     ) -> Execution:
         """Move an execution to `new` if TRANSITIONS allows it from its current state and, when
-        `version` is given, the execution is still at that version; atomically, with its history."""
+        `version` is given, the execution is still at that version; atomically, with its history
+        and its job's state."""
 
         def q() -> Execution:
             with self.db:
@@ -335,14 +458,7 @@ class Store:
                 if row is None:
                     raise NotFound(execution_id)
                 cur = _decode(row)
-                if version is not None and cur.version != version:
-                    why = f"it changed meanwhile (version {cur.version}, not {version})"
-                    raise InvalidTransition(execution_id, cur.state, new, why)
-                if not cur.state.may_move_to(new):
-                    why = (
-                        "it has already ended" if cur.state.is_terminal else "the lifecycle does not allow it"
-                    )
-                    raise InvalidTransition(execution_id, cur.state, new, why)
+                _check_move(cur, new, version)
                 now = time.time()
                 nxt = replace(
                     cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes
@@ -355,22 +471,23 @@ class Store:
                     "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
                     (execution_id, cur.state.value, new.value, comment, now),
                 )
+                self.db.execute(_SET_JOB_STATE, (cur.job_id,))
                 return nxt
 
         return await self._call(q)
 
     async def history(self, execution_id: str) -> list[Transition]:
-        def q() -> list[Transition]:
-            rows = self.db.execute(
+        def q(db: sqlite3.Connection) -> list[Transition]:
+            rows = db.execute(
                 "SELECT * FROM history WHERE execution_id = ? ORDER BY rowid", (execution_id,)
             ).fetchall()
             return [_transition(r) for r in rows]
 
-        return await self._call(q)
+        return await self._read(q)
 
     async def counts(self) -> dict[ExecutionState, int]:
-        rows = await self._call(
-            lambda: self.db.execute("SELECT state, COUNT(*) AS n FROM executions GROUP BY state").fetchall()
+        rows = await self._read(
+            lambda db: db.execute("SELECT state, COUNT(*) AS n FROM executions GROUP BY state").fetchall()
         )
         return {ExecutionState(r["state"]): r["n"] for r in rows}
 
@@ -379,62 +496,120 @@ class Store:
         """Store the job (a new one, or `job` replacing the record of the same ID)."""
         now = time.time()
         job = replace(job, created_at=job.created_at or now, updated_at=now)
-        await self._call(lambda: self.db.execute(_PUT_JOB.format(verb="INSERT OR REPLACE"), _job_row(job)))
-        return job
+
+        def q() -> JobRecord:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(_PUT_JOB.format(verb="INSERT OR REPLACE"), _job_row(job))
+                return _store_job_extras(self.db, job)
+
+        return await self._call(q)
 
     async def claim_job(self, job: JobRecord) -> JobRecord:
         """Store `job` unless its ID (or its client's signed submission) is taken; the stored
         record either way: compare it with `job` to see which.
 
-        One statement, so two offers racing for one ID cannot both win.
+        One transaction, so two offers racing for one ID cannot both win.
         """
         now = time.time()
         job = replace(job, created_at=job.created_at or now, updated_at=now)
 
         def q() -> JobRecord:
-            self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job))
-            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
-            if row is None:  # the same signed submission was stored first, under its own ID
-                row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
-            return _job(row)
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                if self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job)).rowcount:
+                    return _store_job_extras(self.db, job)
+                row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                if row is None:  # the same signed submission was stored first, under its own ID
+                    row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
+                return _job(row)
 
         return await self._call(q)
 
     async def find_submission(self, client_id: str, submission: str) -> JobRecord | None:
         """The job a client's signed submission (its digest) made, if any."""
-        row = await self._call(lambda: self.db.execute(_BY_SUBMISSION, (client_id, submission)).fetchone())
+        row = await self._read(lambda db: db.execute(_BY_SUBMISSION, (client_id, submission)).fetchone())
         return _job(row) if row is not None else None
 
     async def find_job(self, job_id: str) -> JobRecord | None:
-        row = await self._call(
-            lambda: self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = await self._read(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        return _job(row) if row is not None else None
+
+    async def find_client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
+        """`client_id`'s job `job_id`, or else its newest job whose ID starts with `job_id` when
+        that is `prefix_len` characters long (v0.3's short IDs); from the indexes alone."""
+        sql = (
+            "SELECT * FROM jobs WHERE client_id = ? AND (id = ? OR (? AND id >= ? AND id < ?))"
+            " ORDER BY id = ? DESC, created_at DESC LIMIT 1"
         )
+        args = (client_id, job_id, len(job_id) == prefix_len, job_id, job_id + _TOP, job_id)
+        row = await self._read(lambda db: db.execute(sql, args).fetchone())
         return _job(row) if row is not None else None
 
     async def cancel_job(self, job_id: str) -> None:
         """Mark the job cancelled: none of its executions is started or retried again."""
-        sql = "UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?"
-        await self._call(lambda: self.db.execute(sql, (time.time(), job_id)))
+
+        def q() -> None:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute(
+                    "UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?", (time.time(), job_id)
+                )
+                self.db.execute(_SET_JOB_STATE, (job_id,))
+
+        await self._call(q)
 
     async def get_job(self, job_id: str) -> JobRecord:
-        def q() -> JobRecord:
-            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(job_id)
-            return _job(row)
-
-        return await self._call(q)
+        rec = await self.find_job(job_id)
+        if rec is None:
+            raise NotFound(job_id)
+        return rec
 
     async def jobs(self, client_id: str | None = None, limit: int = 1000) -> list[JobRecord]:
         """The newest jobs first, optionally only `client_id`'s."""
-        sql = "SELECT * FROM jobs"
-        args: list[object] = []
+        return [s.record for s in (await self.job_page(client_id=client_id, limit=limit)).items]
+
+    async def job_page(
+        self,
+        state: JobState | None = None,
+        label: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        after: Position | None = None,
+        client_id: str | None = None,
+    ) -> Page[JobSummary]:
+        """Up to `limit` jobs, newest first (by created_at, then id), from below `after`; only
+        those in `state`, annotated `label`, created at or after `since`, of `client_id`."""
+        where, args = _page_where(after)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state.value)
+        if label is not None:  # rows of job_labels_label, in the page's order
+            where.append("id IN (SELECT job_id FROM job_labels WHERE label = ?)")
+            args.append(label)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
         if client_id is not None:
-            sql += " WHERE client_id = ?"
+            where.append("client_id = ?")
             args.append(client_id)
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        args.append(limit)
-        return await self._call(lambda: [_job(r) for r in self.db.execute(sql, args).fetchall()])
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+
+        def q(db: sqlite3.Connection) -> Page[JobSummary]:
+            rows = db.execute(sql, (*args, limit + 1)).fetchall()
+            return _page(_summaries(db, [_job(r) for r in rows[:limit]]), len(rows) > limit, _job_position)
+
+        return await self._read(q)
+
+    async def client_jobs(self, client_id: str, query: ClientJobQuery) -> list[JobSummary]:
+        """A v0.3 client's jobs as its /requester/list asks for them, filtered, sorted and
+        limited in SQL."""
+        sql, args = _client_jobs_sql(client_id, query)
+
+        def q(db: sqlite3.Connection) -> list[JobSummary]:
+            return _summaries(db, [_job(r) for r in db.execute(sql, args).fetchall()])
+
+        return await self._read(q)
 
     # -- callbacks (persisted so a restart or a requester briefly down loses none) ---------
     # A destination's queue is its rows in id order; its head (the lowest id) is the only one
@@ -651,6 +826,7 @@ def _job_row(job: JobRecord) -> tuple[object, ...]:
 
 
 def _job(row: sqlite3.Row) -> JobRecord:
+    """A jobs row as a JobRecord (`state` comes with schema 4)."""
     return JobRecord(
         id=row["id"],
         job_json=row["job"],
@@ -662,4 +838,90 @@ def _job(row: sqlite3.Row) -> JobRecord:
         cancelled=bool(row["cancelled"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        state=JobState(row["state"]),
     )
+
+
+_SET_JOB_STATE = "UPDATE jobs SET state = " + _JOB_STATE_V4 + " WHERE id = ?"
+# Above every character a job ID holds: `id >= p AND id < p + _TOP` is "id starts with p" as an
+# index range.
+_TOP = "\U0010ffff"
+
+
+def _check_move(cur: Execution, new: ExecutionState, version: int | None) -> None:
+    """InvalidTransition unless `cur` may move to `new` (and is at `version`, when given)."""
+    if version is not None and cur.version != version:
+        why = f"it changed meanwhile (version {cur.version}, not {version})"
+        raise InvalidTransition(cur.id, cur.state, new, why)
+    if not cur.state.may_move_to(new):
+        why = "it has already ended" if cur.state.is_terminal else "the lifecycle does not allow it"
+        raise InvalidTransition(cur.id, cur.state, new, why)
+
+
+def _store_job_extras(db: sqlite3.Connection, job: JobRecord) -> JobRecord:
+    """Write a just stored job's labels (Spec.Annotations, in order) and state; `job` with it."""
+    db.execute("DELETE FROM job_labels WHERE job_id = ?", (job.id,))
+    db.execute(
+        """INSERT INTO job_labels (job_id, position, label, created_at)
+        SELECT ?, a.key, a.value, ? FROM json_each(?, '$.Spec.Annotations') AS a WHERE a.type = 'text'""",
+        (job.id, job.created_at, job.job_json),
+    )
+    db.execute(_SET_JOB_STATE, (job.id,))
+    row = db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    return replace(job, state=JobState(row["state"]))
+
+
+def _page_where(after: Position | None) -> tuple[list[str], list[object]]:
+    """The condition of a newest-first page that starts below `after`."""
+    if after is None:
+        return ["1 = 1"], []
+    return ["(created_at, id) < (?, ?)"], [after[0], after[1]]
+
+
+def _execution_position(ex: Execution) -> Position:
+    return (ex.created_at, ex.id)
+
+
+def _job_position(job: JobSummary) -> Position:
+    return (job.record.created_at, job.record.id)
+
+
+def _page(items: list[T], more: bool, position: Callable[[T], Position]) -> Page[T]:
+    return Page(items, position(items[-1]) if more and items else None)
+
+
+def _summaries(db: sqlite3.Connection, records: list[JobRecord]) -> list[JobSummary]:
+    """The jobs with their labels and shard counts: two indexed queries for the whole list."""
+    if not records:
+        return []
+    ids = [r.id for r in records]
+    marks = ",".join("?" * len(ids))
+    labels: dict[str, list[str]] = {}
+    sql = f"SELECT job_id, label FROM job_labels WHERE job_id IN ({marks}) ORDER BY job_id, position"
+    for row in db.execute(sql, ids):
+        labels.setdefault(row["job_id"], []).append(row["label"])
+    sql = f"SELECT job_id, COUNT(DISTINCT shard_index) AS n FROM executions WHERE job_id IN ({marks}) GROUP BY job_id"
+    shards = {row["job_id"]: row["n"] for row in db.execute(sql, ids)}
+    return [JobSummary(r, tuple(labels.get(r.id, ())), shards.get(r.id, 0)) for r in records]
+
+
+def _client_jobs_sql(client_id: str, query: ClientJobQuery) -> tuple[str, list[object]]:
+    where: list[str] = ["client_id = ?"]
+    args: list[object] = [client_id]
+    if query.id:
+        where.append("(id = ? OR (? AND id >= ? AND id < ?))")
+        args += [query.id, len(query.id) == query.prefix_len, query.id, query.id + _TOP]
+    if query.include or query.exclude:
+        # As v0.3.23: the job's first tag found in either set decides, include before exclude;
+        # with none found, a job is listed only when nothing is to be included.
+        tags = (*query.include, *query.exclude)
+        first = (
+            f"SELECT label IN ({','.join('?' * len(query.include))}) FROM job_labels"
+            f" WHERE job_id = jobs.id AND label IN ({','.join('?' * len(tags))}) ORDER BY position LIMIT 1"
+        )
+        where.append(f"COALESCE(({first}), ?)")
+        args += [*query.include, *tags, not query.include]
+    direction = "DESC" if query.reverse else "ASC"
+    order = {"id": f"id {direction}", "created_at": f"created_at {direction}, id {direction}"}
+    sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY {order.get(query.sort_by, 'created_at DESC, id DESC')} LIMIT ?"
+    return sql, [*args, query.limit]
