@@ -9,126 +9,117 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import errno
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from computenode.client import (
-    DEFAULT_IPFS_API,
-    DEFAULT_NODE,
-    ClientError,
-    NodeClient,
-    NodeError,
-    fetch_job_results,
+from computenode.cli import jobs
+from computenode.cli.common import (
+    BROKEN_PIPE,
+    FAILED,
+    INTERRUPTED,
+    INVALID,
+    OK,
+    UsageError,
+    client,
+    client_options,
+    dump,
+    err,
+    field_lines,
+    load_job,
+    read,
+    settings,
 )
+from computenode.client import ClientError, NodeError
 from computenode.errors import ComputeNodeError, SpecError
-from computenode.model import Job, parse_job
+from computenode.model import Job
 from computenode.model.quantity import format_bytes, format_cpu
 from computenode.version import version
 
 if TYPE_CHECKING:
     from computenode.check import CheckReport
 
-OK, FAILED, INVALID = 0, 1, 2
 STATUS_EXECUTIONS = 10
-
-
-def _err(*lines: str) -> None:
-    for line in lines:
-        print(line, file=sys.stderr)
-
-
-def _field_lines(exc: SpecError, where: str = "") -> list[str]:
-    prefix = f"{where}: " if where else ""
-    return [f"{prefix}{field}: {msg}" if field else f"{prefix}{msg}" for field, msg in exc.errors]
-
-
-def _read(path: str) -> bytes:
-    try:
-        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise SpecError([("", f"cannot read {path}: {exc.strerror}")]) from None
-
-
-def _load_job(path: str, raw: bytes | None = None) -> Job | None:
-    """The job in a file, or None after printing every field error."""
-    try:
-        return parse_job(_read(path) if raw is None else raw)
-    except SpecError as exc:
-        _err(f"{path}: invalid job spec", *(f"  {line}" for line in _field_lines(exc)))
-        return None
-
-
-def _settings(path: str | None, overrides: dict[str, Any] | None = None) -> Any:
-    from computenode.config import load_settings
-
-    try:
-        return load_settings(path, overrides)
-    except SpecError as exc:
-        _err(
-            f"{path or 'configuration'}: invalid configuration", *(f"  {line}" for line in _field_lines(exc))
-        )
-        return None
-
-
-def _dump(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 # -- node commands ---------------------------------------------------------------------------------
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"computenode {version()}")
+    """The client's version, then the node's when one answers (its absence is said, not an error)."""
+    print(f"computenode {version()} (client)")
+    if getattr(args, "client_only", False):
+        return OK
+    try:
+        with client(args) as node:
+            print(f"computenode {node.node().get('Version')} (node at {node.base_url})")
+    except ClientError as exc:
+        err(f"node: {exc.message}")
     return OK
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    if _settings(args.file) is None:
+    if settings(args.file) is None:
         return INVALID
     print(f"{args.file}: ok")
     return OK
 
 
+def _listen_source(args: argparse.Namespace) -> str:
+    if args.listen:
+        return "--listen"
+    if os.environ.get("COMPUTENODE_API__LISTEN"):
+        return "COMPUTENODE_API__LISTEN"
+    return f"api.listen in {args.config}" if args.config else "the default api.listen"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("api.listen", args.listen), ("node.data_dir", args.data_dir)) if v}
-    settings = _settings(args.config, overrides)
-    if settings is None:
+    loaded = settings(args.config, overrides)
+    if loaded is None:
         return INVALID
     from computenode import node
     from computenode.logs import setup_logging
 
-    setup_logging(settings.logging.level, settings.logging.format)
+    setup_logging(loaded.logging.level, loaded.logging.format)
     config_path = Path(args.config).absolute() if args.config else None
     try:
-        return asyncio.run(node.serve(settings, config_path, overrides))
-    except (OSError, ComputeNodeError) as exc:
-        # A port in use or a data dir we may not write: one line, not a traceback.
-        _err(f"computenode: cannot run the node: {exc}")
+        return asyncio.run(node.serve(loaded, config_path, overrides))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            err(
+                f"computenode: cannot run the node: {loaded.api.listen} ({_listen_source(args)}) is in use;"
+                " choose another address with --listen HOST:PORT or COMPUTENODE_API__LISTEN"
+            )
+        else:  # a data dir we may not write: one line, not a traceback
+            err(f"computenode: cannot run the node: {exc}")
+        return FAILED
+    except ComputeNodeError as exc:
+        err(f"computenode: cannot run the node: {exc}")
         return FAILED
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    job = _load_job(args.file)
+    job = load_job(args.file, read(args.file), args.strict)
     if job is None:
         return INVALID
-    settings = _settings(args.config)
-    if settings is None:
+    loaded = settings(args.config)
+    if loaded is None:
         return INVALID
     from computenode import check
     from computenode.logs import setup_logging
 
     # The verdicts carry every reason; the node's own warnings would only repeat them.
-    setup_logging("error", settings.logging.format)
+    setup_logging("error", loaded.logging.format)
     try:
-        report = asyncio.run(check.check_job(settings, job))
+        report = asyncio.run(check.check_job(loaded, job))
     except SpecError as exc:  # a rule of the node's: bounds, mount points, image reference
-        _err(f"{args.file}: invalid job spec", *(f"  {line}" for line in _field_lines(exc)))
+        err(f"{args.file}: invalid job spec", *(f"  {line}" for line in field_lines(exc)))
         return INVALID
     if args.json:
-        _dump({"Job": job.to_wire(), "Check": report.to_wire()})
+        dump({"Job": job.to_wire(), "Check": report.to_wire()})
     else:
         _print_report(job, report)
     return OK if report.accepted else FAILED
@@ -149,85 +140,17 @@ def _usage_text(u: Any) -> str:
 # -- client commands -------------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> NodeClient:
-    return NodeClient(args.node, args.token or os.environ.get("COMPUTENODE_TOKEN", ""))
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    raw = _read(args.file)
-    if _load_job(args.file, raw) is None:  # the node would say the same; say it without a round trip
-        return INVALID
-    kind = "application/json" if raw.lstrip()[:1] in (b"{", b"[") else "application/yaml"
-    with _client(args) as client:
-        created = client.submit(raw, kind)
-        job_id = created.get("JobID", "")
-        if not args.wait:
-            if args.json:
-                _dump(created)
-            else:
-                print(f"job {job_id} submitted ({len(created.get('Executions') or [])} shard(s))")
-                print(
-                    f"  wait for it: computenode submit --wait, or read it: computenode get {job_id} --output-dir DIR"
-                )
-            return OK
-        if not args.json:
-            _err(f"job {job_id} submitted; waiting for it to finish")
-        job = client.wait(job_id, timeout_s=args.timeout)
-    if args.json:
-        _dump(job)
-    else:
-        _print_job(job_id, job)
-    return OK if job.get("State") == "Completed" else FAILED
-
-
-def _print_job(job_id: str, job: dict[str, Any]) -> None:
-    print(f"job {job_id}: {job.get('State')}")
-    for shard in job.get("Shards") or []:
-        run = shard.get("RunOutput") or {}
-        code = run.get("exitCode")
-        print(
-            f"shard {shard.get('ShardIndex')}: {shard.get('State')}" + (f", exit code {code}" if run else "")
-        )
-        if shard.get("State") in ("Error", "Cancelled") and shard.get("Status"):
-            print(f"  reason: {shard['Status']}")
-        if run.get("runnerError"):
-            print(f"  runner error: {run['runnerError']}")
-        for stream in ("stdout", "stderr"):
-            if run.get(stream):
-                cut = " (truncated; `computenode get` has all of it)" if run.get(f"{stream}truncated") else ""
-                print(f"  {stream}{cut}:")
-                print("    " + run[stream].rstrip("\n").replace("\n", "\n    "))
-        published = shard.get("PublishedResults") or {}
-        where = published.get("CID") or published.get("URL")
-        if where:
-            print(f"  results: {published.get('StorageSource')} {where}")
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    out = Path(args.output_dir)
-    with _client(args) as client:
-        job = client.job(args.job_id)
-        if job.get("State") not in ("Completed", "PartialError", "Error", "Cancelled"):
-            _err(f"job {args.job_id} is {job.get('State')}: fetching what is published so far")
-        warnings = fetch_job_results(client, job, out, args.ipfs_api)
-    _err(*(f"warning: {w}" for w in warnings))
-    shards = len(job.get("Shards") or [])
-    print(f"job {args.job_id}: {shards} shard(s) in {out / 'per_shard'}, merged in {out / 'combined'}")
-    return FAILED if warnings and len(warnings) == shards else OK
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        info = client.node()
-        code, ready = client.readyz()
-        recent = client.executions()[:STATUS_EXECUTIONS]
+    with client(args) as node:
+        info = node.node()
+        code, ready = node.readyz()
+        recent = node.executions()[:STATUS_EXECUTIONS]
+        url = node.base_url
     if args.json:
-        _dump({"Node": info, "Ready": ready, "Executions": recent})
+        dump({"Node": info, "Ready": ready, "Executions": recent})
         return OK if code == 200 else FAILED
     cap = info.get("Capacity") or {}
-    print(
-        f"node {info.get('ID')} (computenode {info.get('Version')}) at {args.node}: {ready.get('status', code)}"
-    )
+    print(f"node {info.get('ID')} (computenode {info.get('Version')}) at {url}: {ready.get('status', code)}")
     print(
         f"  engines: {', '.join(info.get('Engines') or []) or 'none'}; publishers: {', '.join(info.get('Publishers') or [])}"
     )
@@ -267,8 +190,8 @@ def _bytes(n: int) -> str:
 
 def cmd_drain(args: argparse.Namespace) -> int:
     mode = "fast" if args.fast else "off" if args.off else "graceful"
-    with _client(args) as client:
-        answer = client.drain(mode)
+    with client(args) as node:
+        answer = node.drain(mode)
     print(
         f"drain {answer.get('Mode', mode)}: node is {'draining' if answer.get('Draining') else 'taking jobs'}"
     )
@@ -278,16 +201,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------------
 
 
-def _client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--node", default=DEFAULT_NODE, metavar="URL", help=f"the node's API (default {DEFAULT_NODE})"
-    )
-    p.add_argument("--token", default="", help="bearer token (default: $COMPUTENODE_TOKEN)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="computenode", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="store_true", help="print the client's and the node's version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="run a node until SIGTERM/SIGINT")
     p.add_argument("--config", metavar="FILE", help="YAML config (see config/computenode.yaml)")
@@ -295,42 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="overrides node.data_dir")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("submit", help="submit a job file (JSON or YAML) to a node")
-    p.add_argument("file", metavar="FILE", help="a Job or a submit envelope; - reads stdin")
-    p.add_argument("--wait", action="store_true", help="wait for the job; exit 1 unless it completed")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
-    p.add_argument("--json", action="store_true", help="print the node's JSON")
-    _client_options(p)
-    p.set_defaults(func=cmd_submit)
-
-    p = sub.add_parser("get", help="download a job's results into per_shard/ and combined/")
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--output-dir", required=True, metavar="DIR")
-    p.add_argument(
-        "--ipfs-api",
-        default=DEFAULT_IPFS_API,
-        metavar="MULTIADDR",
-        help=f"kubo RPC API for IPFS results (default {DEFAULT_IPFS_API})",
-    )
-    _client_options(p)
-    p.set_defaults(func=cmd_get)
+    jobs.add_commands(sub, client_options)
 
     p = sub.add_parser("check", help="would this node bid on a job, and why (exit 0 yes, 1 no, 2 invalid)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--config", metavar="FILE", help="the node's YAML config")
     p.add_argument("--json", action="store_true", help="print the normalised job and the verdicts as JSON")
+    p.add_argument("--strict", action="store_true", help="unknown keys in the job are an error (exit 2)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="a node's identity, capacity and readiness")
     p.add_argument("--json", action="store_true")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("drain", help="stop taking jobs (graceful: finish running ones)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fast", action="store_true", help="cancel running executions too")
     mode.add_argument("--off", action="store_true", help="take jobs again")
-    _client_options(p)
+    client_options(p)
     p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("config", help="configuration tools")
@@ -339,24 +239,45 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file", metavar="FILE")
     v.set_defaults(func=cmd_config_validate)
 
-    p = sub.add_parser("version", help="print the version")
+    p = sub.add_parser("version", help="print the client's and the node's version")
+    p.add_argument("--client-only", action="store_true", help="do not ask the node")
+    client_options(p)
     p.set_defaults(func=cmd_version)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+        return code
+    except KeyboardInterrupt:
+        err("computenode: interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`computenode list | head`): stop quietly. Python would complain
+        # again when it flushes stdout at exit, so stdout now points at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        return cmd_version(argparse.Namespace(node=None, token="", config=None))
+    if args.command is None:
+        parser.error("a command is required")
     try:
         return int(args.func(args))
     except SpecError as exc:
-        _err(*_field_lines(exc))
+        err(*field_lines(exc))
+        return INVALID
+    except UsageError as exc:
+        err(f"computenode: {exc.message}")
         return INVALID
     except ClientError as exc:
-        _err(f"computenode: {exc.message}", *(f"  {line}" for line in exc.details))
+        err(f"computenode: {exc.message}", *(f"  {line}" for line in exc.details))
         return INVALID if isinstance(exc, NodeError) and exc.status == 400 else FAILED
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
