@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,6 +147,68 @@ class NodeClient:
             if time.monotonic() - started < left / 2:
                 time.sleep(poll_s)
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/api/v1/jobs/{job_id}/cancel")
+
+    def execution(self, execution_id: str) -> dict[str, Any]:
+        """One execution with its History (each transition's time, states and reason)."""
+        return self._json("GET", f"/api/v1/executions/{execution_id}")
+
+    def jobs(
+        self,
+        limit: int = 20,
+        cursor: str = "",
+        state: str = "",
+        label: str = "",
+        since: float = 0.0,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """One page of GET /api/v1/jobs, newest first: (its items, the next page's cursor)."""
+        when = datetime.fromtimestamp(since, UTC).isoformat().replace("+00:00", "Z") if since else ""
+        params = {"limit": str(limit), "cursor": cursor, "state": state, "label": label, "since": when}
+        resp = self._request("GET", "/api/v1/jobs", params={k: v for k, v in params.items() if v})
+        if resp.status_code != 200:
+            raise error_from_response(resp)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise NodeError(200, "the node answered /api/v1/jobs with something that is not JSON") from None
+        return list(body.get("Jobs") or []), str(body.get("Next") or "")
+
+    def job_ids(self) -> list[str]:
+        """Every job ID the node holds, for resolving a prefix."""
+        ids: list[str] = []
+        cursor = ""
+        while True:
+            resp = self._request(
+                "GET", "/api/v1/jobs", params={"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            )
+            if resp.status_code != 200:
+                raise error_from_response(resp)
+            body = resp.json()
+            ids += [job_id_of(item) for item in body.get("Jobs") or []]
+            cursor = str(body.get("Next") or "")
+            if not cursor:
+                return ids
+
+    def logs(self, execution_id: str, stream: str, follow: bool, out: IO[bytes]) -> None:
+        """Copy an execution's stdout or stderr into out as it comes (until it ends, with follow)."""
+        params = {"stream": stream, **({"follow": "1"} if follow else {})}
+        # Following has no overall deadline: the stream stays open while the execution runs.
+        timeout = httpx.Timeout(None, connect=5.0) if follow else self.http.timeout
+        try:
+            with self.http.stream(
+                "GET", f"{self.base_url}/api/v1/executions/{execution_id}/logs", params=params,
+                headers=self._auth, timeout=timeout,
+            ) as resp:  # fmt: skip
+                if resp.status_code != 200:
+                    resp.read()
+                    raise error_from_response(resp)
+                for chunk in resp.iter_raw():
+                    out.write(chunk)
+                    out.flush()
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(f"cannot read the logs from {self.base_url}: {exc}") from None
+
     def node(self) -> dict[str, Any]:
         return self._json("GET", "/api/v1/node")
 
@@ -206,6 +269,13 @@ class NodeClient:
     def _archive(self) -> Iterator[IO[bytes]]:
         with tempfile.TemporaryFile() as tmp:
             yield tmp
+
+
+def job_id_of(item: dict[str, Any]) -> str:
+    """A job's ID in a list item: {Job: {Metadata: {ID}}}, or a flat ID/JobID."""
+    inner = item.get("Job")
+    job: dict[str, Any] = inner if isinstance(inner, dict) else item
+    return str((job.get("Metadata") or {}).get("ID") or item.get("JobID") or item.get("ID") or "")
 
 
 def _ipfs_message(resp: httpx.Response) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,17 @@ import httpx
 import pytest
 import yaml
 
-from computenode.client import ClientError, combine, extract, multiaddr_to_url, results_root
+from computenode.cli.common import UsageError, resolve_job
+from computenode.client import ClientError, NodeError, combine, extract, multiaddr_to_url, results_root
 from computenode.logs import JsonFormatter, TextFormatter, setup_logging, wants_json
+from computenode.model import Job, parse_job
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 REPO_CONFIG = ROOT / "config" / "computenode.yaml"
 TOKEN = "test-token"
-COMMANDS = ["run", "submit", "get", "check", "status", "drain", "config", "version"]
+COMMANDS = ["run", "submit", "docker", "wasm", "wait", "describe", "list", "cancel", "logs", "get", "check",
+            "status", "drain", "config", "version"]  # fmt: skip
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -37,7 +42,9 @@ def clean_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("COMPUTENODE_") or k.startswith("COMPUTENODE_TEST")
     }
-    return env | extra
+    # The code of this checkout, whichever one the venv's editable install points at and whatever
+    # the working directory.
+    return env | {"PYTHONPATH": str(ROOT)} | extra
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 90,
@@ -63,8 +70,11 @@ def test_help_lists_every_command() -> None:
 
 
 def test_version() -> None:
-    done = cli("version")
-    assert done.returncode == 0 and done.stdout.startswith("computenode ")
+    # No node answers at the default address: the client's version, and the node's absence said.
+    done = cli("version", "--node", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 0 and done.stdout.startswith("computenode ") and "(client)" in done.stdout
+    assert "cannot reach the node" in done.stderr and "Traceback" not in done.stderr
+    assert cli("--version", "--help").returncode == 0
 
 
 def test_console_script() -> None:
@@ -77,8 +87,9 @@ def test_console_script() -> None:
 
 
 def test_bad_arguments_exit_2() -> None:
-    done = cli("get", "some-job")  # --output-dir is required
-    assert done.returncode == 2 and "--output-dir" in done.stderr
+    done = cli("logs", "some-job", "--stream", "stdin")
+    assert done.returncode == 2 and "--stream" in done.stderr
+    assert cli().returncode == 2
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.iterdir()), ids=lambda p: p.name)
@@ -153,7 +164,8 @@ def test_submit_invalid_spec_needs_no_node(tmp_path: Path) -> None:
 
 def test_unreachable_node(tmp_path: Path) -> None:
     for args in (["submit", str(EXAMPLES / "hello-wasm.yaml")], ["status"], ["drain"],
-                 ["get", "j", "--output-dir", str(tmp_path)]):  # fmt: skip
+                 ["get", "j", "--output-dir", str(tmp_path)], ["list"], ["describe", "j"], ["cancel", "j"],
+                 ["logs", "j"], ["wait", "j"], ["wasm", "run", str(EXAMPLES / "hello-wasm.yaml")]):  # fmt: skip
         done = cli(*args, "--node", f"http://127.0.0.1:{free_port()}")
         assert done.returncode == 1, args
         assert "cannot reach the node" in done.stderr and "Traceback" not in done.stderr
@@ -272,7 +284,8 @@ def node_url(tmp_path_factory: pytest.TempPathFactory, ipfs_api: str) -> Iterato
 
 
 def client(*args: str, url: str, token: str = TOKEN, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return cli(*args, "--node", url, env=clean_env(COMPUTENODE_TOKEN=token), timeout=timeout)
+    # The address from the environment: `docker run` and `wasm run` take every word after IMAGE or MODULE.
+    return cli(*args, env=clean_env(COMPUTENODE_URL=url, COMPUTENODE_TOKEN=token), timeout=timeout)
 
 
 def test_submit_wait_and_get(node_url: str, tmp_path: Path) -> None:
@@ -356,6 +369,279 @@ def test_drain_and_undrain(node_url: str) -> None:
     assert refused.returncode == 1
     done = client("drain", "--off", url=node_url)
     assert done.returncode == 0 and "taking jobs" in done.stdout
+
+
+# -- jobs from flags ---------------------------------------------------------------------------------
+
+HELLO_WASM = yaml.safe_load((EXAMPLES / "hello-wasm.yaml").read_text())["Spec"]["Wasm"]["EntryModule"]["URL"]
+
+
+def hello_wasm(tmp: Path) -> Path:
+    """examples/hello-wasm.yaml's module as a local file."""
+    path = tmp / "hello.wasm"
+    path.write_bytes(base64.b64decode(HELLO_WASM.partition(",")[2]))
+    return path
+
+
+def dry_run(*args: str, cwd: Path) -> Job:
+    done = cli(*args[:2], "--dry-run", *args[2:], cwd=cwd)  # flags come before IMAGE or MODULE
+    assert done.returncode == 0, done.stderr
+    return parse_job(done.stdout)
+
+
+def test_docker_flags_build_the_job_written_in_yaml(tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("some data\n")
+    built = dry_run(
+        "docker", "run", "-i", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG:/data", "-i", "https://example.com/x.csv",
+        "-i", "data.txt:/local", "-o", "results:/results", "-e", "A=1", "-e", "B=two words", "--cpu", "500m",
+        "--memory", "64Mi", "--disk", "1Gi", "--gpu", "1", "--timeout", "120", "--network", "HTTP", "--domain",
+        "example.com", "-s", "zone=eu,gpu in (a100,h100),!spot", "-l", "demo", "-l", "team=x", "--publisher", "ipfs",
+        "--verifier", "deterministic", "--concurrency", "2", "--sharding-glob-pattern", "/data/*",
+        "--sharding-batch-size", "2", "--sharding-base-path", "/data", "--entrypoint", "sh", "-w", "/work",
+        "computenode-test/busybox:latest", "--", "-c", "echo hi > /results/out", cwd=tmp_path,
+    )  # fmt: skip
+    data_b64 = base64.b64encode(b"some data\n").decode()
+    written = parse_job(f"""
+APIVersion: V1beta1
+Spec:
+  Engine: Docker
+  Verifier: Deterministic
+  Publisher: Ipfs
+  Docker:
+    Image: computenode-test/busybox:latest
+    Entrypoint: [sh, -c, echo hi > /results/out]
+    EnvironmentVariables: [A=1, B=two words]
+    WorkingDirectory: /work
+  Resources: {{CPU: 500m, Memory: 64Mi, Disk: 1Gi, GPU: "1"}}
+  Timeout: 120
+  Network: {{Type: HTTP, Domains: [example.com]}}
+  NodeSelectors:
+    - {{Key: zone, Operator: "=", Values: [eu]}}
+    - {{Key: gpu, Operator: in, Values: [a100, h100]}}
+    - {{Key: spot, Operator: "!"}}
+  Annotations: [demo, team=x]
+  inputs:
+    - {{StorageSource: IPFS, CID: QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG,
+       Name: QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG, path: /data}}
+    - {{StorageSource: URLDownload, URL: "https://example.com/x.csv", Name: x.csv, path: /inputs}}
+    - {{StorageSource: Inline, Name: data.txt, path: /local,
+       URL: "data:application/octet-stream;base64,{data_b64}"}}
+  outputs: [{{Name: results, path: /results}}]
+  Sharding: {{GlobPattern: /data/*, BatchSize: 2, GlobPatternBasePath: /data}}
+  Deal: {{Concurrency: 2}}
+""")
+    assert built == written
+
+
+def test_wasm_flags_build_the_job_written_in_yaml(tmp_path: Path) -> None:
+    module = hello_wasm(tmp_path)
+    built = dry_run("wasm", "run", "--entry-point", "main", "-e", "K=v", "--import-module", str(module),
+                    str(module), "a", "--b", cwd=tmp_path)  # fmt: skip
+    written = parse_job(f"""
+Spec:
+  Engine: Wasm
+  Wasm:
+    EntryModule: {{StorageSource: Inline, Name: hello.wasm, URL: "{HELLO_WASM}"}}
+    EntryPoint: main
+    Parameters: [a, --b]
+    EnvironmentVariables: {{K: v}}
+    ImportModules: [{{StorageSource: Inline, Name: hello.wasm, URL: "{HELLO_WASM}"}}]
+  outputs: [{{Name: outputs, path: /outputs}}]
+""")
+    assert built == written
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["docker", "run", "-o", "nopath", "img"], "--output 'nopath' is not NAME:/PATH"),
+    (["docker", "run", "-e", "NOEQUALS", "img"], "--env 'NOEQUALS' is not KEY=VALUE"),
+    (["docker", "run", "-i", "missing.txt", "img"], "--input missing.txt: No such file"),
+    (["docker", "run", "--memory", "12 potatoes", "img"], "Spec.Resources.Memory: '12 potatoes' is not a size"),
+    (["docker", "run", "-s", "a in", "img"], "--selector"),
+    (["wasm", "run", "big.wasm"], "more than the 4 MiB sent inline"),
+])  # fmt: skip
+def test_bad_flags_say_which(tmp_path: Path, args: list[str], message: str) -> None:
+    with (tmp_path / "big.wasm").open("wb") as f:
+        f.truncate(5 * 2**20)
+    done = cli(*args[:2], "--dry-run", *args[2:], cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_environment_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
+    done = cli(
+        "check", str(EXAMPLES / "hello-wasm.yaml"), env=clean_env(COMPUTENODE_NODE="http://x"), cwd=tmp_path
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("COMPUTENODE_NODE='http://x' does not parse") and "COMPUTENODE_URL" in line
+    done = cli("status", env=clean_env(COMPUTENODE_URL="http://x:abc"))
+    assert done.returncode == 2 and done.stderr.startswith("computenode: COMPUTENODE_URL:")
+
+
+def test_check_warns_about_unknown_keys(tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "hello-wasm.yaml").read_text())
+    doc["Spec"]["Wasm"]["EntryPiont"] = "main"
+    doc["Spec"]["outputs"][0]["Pth"] = "/x"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    done = cli("check", str(tmp_path / "job.yaml"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning: unknown key Spec.Wasm.EntryPiont (ignored)" in done.stderr
+    assert "warning: unknown key Spec.outputs.0.Pth (ignored)" in done.stderr
+    strict = cli("check", str(tmp_path / "job.yaml"), "--strict", cwd=tmp_path)
+    assert strict.returncode == 2 and "error: unknown key Spec.Wasm.EntryPiont" in strict.stderr
+
+
+def test_run_port_in_use_names_the_option(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = cli("run", "--config", str(REPO_CONFIG), cwd=tmp_path,
+                   env=clean_env(COMPUTENODE_API__LISTEN=f"127.0.0.1:{port}"))  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        f"127.0.0.1:{port} (COMPUTENODE_API__LISTEN) is in use" in done.stderr and "--listen" in done.stderr
+    )
+
+
+# -- job commands against a real node ---------------------------------------------------------------
+
+
+def test_wasm_run_waits_then_every_command_takes_a_prefix(node_url: str, tmp_path: Path) -> None:
+    module = hello_wasm(tmp_path)
+    done = client("wasm", "run", "-l", "cli-test", str(module), url=node_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Completed" in done.stdout and "hello from wasm" in done.stdout and "exit code 0" in done.stdout
+    job_id = done.stdout.split()[1].rstrip(":")
+    assert len(job_id) == 36  # the full ID
+    prefix = job_id[:5]
+    described = client("describe", prefix, url=node_url)
+    assert described.returncode == 0, described.stderr
+    assert (
+        described.stdout.startswith(f"job {job_id[:8]}  Completed")
+        and "Running -> WaitingVerification" in described.stdout
+    )
+    assert json.loads(client("describe", prefix, "--json", url=node_url).stdout)["Executions"][0]["History"]
+    logs = client("logs", prefix, url=node_url)
+    assert logs.returncode == 0 and logs.stdout == "hello from wasm\n"
+    waited = client("wait", prefix, url=node_url)
+    assert waited.returncode == 0 and f"job {job_id}: Completed" in waited.stdout
+    listed = client("list", "--label", "cli-test", url=node_url)
+    assert listed.returncode == 0 and f"{job_id[:8]}  " in listed.stdout and job_id not in listed.stdout
+    as_json = json.loads(client("list", "--json", "--since", "1h", url=node_url).stdout)
+    assert job_id in [j["JobID"] for j in as_json["Jobs"]]
+    assert client("list", "--state", "Error", "--json", url=node_url).stdout.count(job_id) == 0
+    got = cli("get", prefix, "--node", node_url, env=clean_env(COMPUTENODE_TOKEN=TOKEN), cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / job_id[:8] / "combined" / "stdout").read_text() == "hello from wasm\n"
+    unknown = client("describe", "zzzz", url=node_url)
+    assert unknown.returncode == 1 and "no job zzzz" in unknown.stderr
+
+
+@contextmanager
+def running_cli(*args: str, url: str, text: bool = True) -> Iterator[subprocess.Popen[Any]]:
+    """The CLI as a process the test talks to; killed and reaped whatever the test's outcome."""
+    proc = subprocess.Popen([sys.executable, "-m", "computenode.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=text, env=clean_env(COMPUTENODE_URL=url, COMPUTENODE_TOKEN=TOKEN))  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_id_only_then_cancel(node_url: str, wasm_modules_dir: Path) -> None:
+    done = client("wasm", "run", "--id-only", str(wasm_modules_dir / "sleep.wasm"), "60", url=node_url)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert len(job_id) == 36 and "\n" not in job_id
+    with running_cli("logs", "--follow", job_id[:8], url=node_url) as followed:
+        assert followed.stdout is not None
+        assert followed.stdout.readline() == "sleeping\n"  # printed while it runs
+        cancelled = client("cancel", job_id[:8], url=node_url)
+        assert cancelled.returncode == 0 and f"job {job_id}: cancelled 1 execution(s)" in cancelled.stdout
+        assert followed.wait(60) == 0  # the follow ends with the execution
+    waited = client("wait", job_id, url=node_url)
+    assert waited.returncode == 1 and "Cancelled" in waited.stdout
+
+
+def test_ctrl_c_stops_waiting_and_says_how_to_follow(node_url: str, wasm_modules_dir: Path) -> None:
+    with running_cli("wasm", "run", str(wasm_modules_dir / "sleep.wasm"), "60", url=node_url) as proc:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "waiting for it to finish" in line, line
+        job_id = line.split()[1]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        err = proc.stderr.read()
+    assert "Traceback" not in err and "keeps running" in err and f"logs --follow {job_id[:8]}" in err
+    assert client("cancel", job_id, url=node_url).returncode == 0
+
+
+@pytest.mark.parametrize("args", [["docker", "run", "--dry-run", "img"], ["list"], ["describe", "{job}"],
+                                  ["logs", "{job}"], ["version"]])  # fmt: skip
+def test_closed_pipe_exits_quietly(node_url: str, args: list[str]) -> None:
+    # The reader is gone before the command writes, as with `computenode list | head -0`.
+    job = json.loads(
+        client("submit", str(EXAMPLES / "hello-wasm.yaml"), "--wait", "--json", url=node_url).stdout
+    )
+    job_id = job["Job"]["Metadata"]["ID"]
+    with running_cli(*(a.format(job=job_id) for a in args), url=node_url, text=False) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        assert proc.wait(60) == 141
+        assert proc.stderr.read() == b""
+
+
+def test_docker_run(node_url: str, docker_host: str) -> None:
+    done = client("docker", "run", "--memory", "64Mi", "computenode-test/busybox:latest", "--", "sh", "-c",
+                  "echo out; echo err >&2", url=node_url)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stdout:\n    out" in done.stdout and "stderr:\n    err" in done.stdout
+
+
+def test_submit_warns_about_unknown_keys(node_url: str, tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLES / "hello-wasm.yaml").read_text())
+    doc["Spec"]["Wasm"]["EntryPiont"] = "main"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    done = client("submit", str(tmp_path / "job.yaml"), "--json", url=node_url)
+    assert done.returncode == 0 and "warning: unknown key Spec.Wasm.EntryPiont" in done.stderr
+    assert json.loads(done.stdout)["Warnings"] == ["unknown key Spec.Wasm.EntryPiont (ignored)"]
+    strict = client("submit", str(tmp_path / "job.yaml"), "--strict", url=node_url)
+    assert strict.returncode == 2
+
+
+def test_node_address_from_environment_and_config(node_url: str, tmp_path: Path) -> None:
+    host_port = node_url.removeprefix("http://")
+    done = cli("version", env=clean_env(COMPUTENODE_URL=host_port, COMPUTENODE_TOKEN=TOKEN))
+    assert done.returncode == 0 and f"(node at {node_url})" in done.stdout, done.stderr
+    (tmp_path / "node.yaml").write_text(yaml.safe_dump({"api": {"listen": host_port, "token": TOKEN}}))
+    by_flag = cli("status", "--config", str(tmp_path / "node.yaml"))
+    assert by_flag.returncode in (0, 1) and "engines:" in by_flag.stdout, by_flag.stderr
+    by_env = cli("status", env=clean_env(COMPUTENODE_CONFIG=str(tmp_path / "node.yaml")))
+    assert by_env.returncode in (0, 1) and "engines:" in by_env.stdout, by_env.stderr
+
+
+def test_resolve_job_prefix() -> None:
+    class Stub:
+        base_url = "http://node"
+
+        def job(self, job_id: str) -> dict[str, Any]:
+            raise NodeError(404, "no such job")
+
+        def job_ids(self) -> list[str]:
+            return ["abc-1", "abd-2", "xyz-3"]
+
+    stub: Any = Stub()
+    assert resolve_job(stub, "x") == "xyz-3"
+    with pytest.raises(UsageError, match="names 2 jobs"):
+        resolve_job(stub, "ab")
+    with pytest.raises(NodeError, match="no job q"):
+        resolve_job(stub, "q")
 
 
 # -- client helpers ---------------------------------------------------------------------------------

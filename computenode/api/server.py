@@ -35,6 +35,7 @@ from computenode.errors import SpecError
 from computenode.events import TERMINAL_JOB_STATES
 from computenode.model import ExecutionState, job_from_document
 from computenode.model.base import MAX_LIST_ELEMENTS
+from computenode.model.parse import unknown_keys
 from computenode.store import NotFound
 from computenode.version import version
 
@@ -268,9 +269,14 @@ class ApiServer:
 
     # -- jobs owned by the node -------------------------------------------------------------------
     async def submit(self, request: web.Request) -> web.Response:
-        job = job_from_document(await document_body(request))
+        doc = await document_body(request)
+        job = job_from_document(doc)
         job, executions = await self.node.compute.submit(job)
-        return json_response({"JobID": job.id, "Executions": [execution_view(e) for e in executions]}, 201)
+        answer = {"JobID": job.id, "Executions": [execution_view(e) for e in executions]}
+        # Keys no field takes are ignored, as Go does; name them so a typo does not pass unnoticed.
+        return json_response(
+            answer | {"Warnings": [f"unknown key {k} (ignored)" for k in unknown_keys(doc)]}, 201
+        )
 
     async def get_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from computenode.errors import SpecError
 from computenode.model.base import MAX_DEPTH, MAX_LIST_ELEMENTS, MAX_SERIALIZED_BYTES
@@ -117,3 +117,50 @@ def _check_list_sizes(value: Any, path: str, depth: int) -> None:
 
 def _kind(doc: Any) -> str:
     return "nothing" if doc is None else type(doc).__name__
+
+
+def unknown_keys(doc: Any) -> list[str]:
+    """The path of every key of a job document that no field takes (Go and this parser ignore them,
+    so a typo such as `Entrypiont` would pass unnoticed): `Spec.Docker.Entrypiont`."""
+    if not isinstance(doc, dict):
+        return []
+    keys = {k.lower() for k in doc if isinstance(k, str)}
+    if "data" in keys and "spec" not in keys:
+        return _unknown(SubmitEnvelope, doc, "")
+    return _unknown(Job, doc, "")
+
+
+# Job-level keys the compatibility rules take (Job._hoist_compat) or that are accepted and ignored.
+_JOB_EXTRA = frozenset({"id", "clientid", "createdat", "deal", "executionplan", "status"})
+
+
+def _unknown(model: type[BaseModel], doc: dict[Any, Any], path: str) -> list[str]:
+    fields = {(f.alias or name).lower(): f.annotation for name, f in model.model_fields.items()}
+    fields |= {name.lower(): f.annotation for name, f in model.model_fields.items()}
+    found = []
+    for key, value in doc.items():
+        where = f"{path}.{key}" if path else str(key)
+        name = str(key).lower()
+        if name not in fields:
+            if not (model is Job and name in _JOB_EXTRA):
+                found.append(where)
+            continue
+        inner = _model_of(fields[name])
+        if inner is not None and isinstance(value, dict):
+            found += _unknown(inner, value, where)
+        elif inner is not None and isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    found += _unknown(inner, item, f"{where}.{i}")
+    return found
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, directly, in a list or as an optional."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        inner = _model_of(arg)
+        if inner is not None:
+            return inner
+    return None

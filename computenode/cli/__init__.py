@@ -1,0 +1,283 @@
+"""The `computenode` command line: run a node, check and submit jobs, fetch results, watch and drain.
+
+Exit codes: 0 success; 1 the job did not complete, the node would not bid or answered with an
+error, or the node could not be reached; 2 invalid input (a job spec, a config or the arguments,
+every wrong field named). A user's mistake never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from computenode.cli import jobs
+from computenode.cli.common import (
+    BROKEN_PIPE,
+    FAILED,
+    INTERRUPTED,
+    INVALID,
+    OK,
+    UsageError,
+    client,
+    client_options,
+    dump,
+    err,
+    field_lines,
+    load_job,
+    read,
+    settings,
+)
+from computenode.client import ClientError, NodeError
+from computenode.errors import ComputeNodeError, SpecError
+from computenode.model import Job
+from computenode.model.quantity import format_bytes, format_cpu
+from computenode.version import version
+
+if TYPE_CHECKING:
+    from computenode.check import CheckReport
+
+STATUS_EXECUTIONS = 10
+
+
+# -- node commands ---------------------------------------------------------------------------------
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    """The client's version, then the node's when one answers (its absence is said, not an error)."""
+    print(f"computenode {version()} (client)")
+    if getattr(args, "client_only", False):
+        return OK
+    try:
+        with client(args) as node:
+            print(f"computenode {node.node().get('Version')} (node at {node.base_url})")
+    except ClientError as exc:
+        err(f"node: {exc.message}")
+    return OK
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    if settings(args.file) is None:
+        return INVALID
+    print(f"{args.file}: ok")
+    return OK
+
+
+def _listen_source(args: argparse.Namespace) -> str:
+    if args.listen:
+        return "--listen"
+    if os.environ.get("COMPUTENODE_API__LISTEN"):
+        return "COMPUTENODE_API__LISTEN"
+    return f"api.listen in {args.config}" if args.config else "the default api.listen"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("api.listen", args.listen), ("node.data_dir", args.data_dir)) if v}
+    loaded = settings(args.config, overrides)
+    if loaded is None:
+        return INVALID
+    from computenode import node
+    from computenode.logs import setup_logging
+
+    setup_logging(loaded.logging.level, loaded.logging.format)
+    config_path = Path(args.config).absolute() if args.config else None
+    try:
+        return asyncio.run(node.serve(loaded, config_path, overrides))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            err(
+                f"computenode: cannot run the node: {loaded.api.listen} ({_listen_source(args)}) is in use;"
+                " choose another address with --listen HOST:PORT or COMPUTENODE_API__LISTEN"
+            )
+        else:  # a data dir we may not write: one line, not a traceback
+            err(f"computenode: cannot run the node: {exc}")
+        return FAILED
+    except ComputeNodeError as exc:
+        err(f"computenode: cannot run the node: {exc}")
+        return FAILED
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    job = load_job(args.file, read(args.file), args.strict)
+    if job is None:
+        return INVALID
+    loaded = settings(args.config)
+    if loaded is None:
+        return INVALID
+    from computenode import check
+    from computenode.logs import setup_logging
+
+    # The verdicts carry every reason; the node's own warnings would only repeat them.
+    setup_logging("error", loaded.logging.format)
+    try:
+        report = asyncio.run(check.check_job(loaded, job))
+    except SpecError as exc:  # a rule of the node's: bounds, mount points, image reference
+        err(f"{args.file}: invalid job spec", *(f"  {line}" for line in field_lines(exc)))
+        return INVALID
+    if args.json:
+        dump({"Job": job.to_wire(), "Check": report.to_wire()})
+    else:
+        _print_report(job, report)
+    return OK if report.accepted else FAILED
+
+
+def _print_report(job: Job, report: CheckReport) -> None:
+    print(f"job {job.id or '(no ID yet)'}: engine {job.spec.engine.value}, {report.shards} shard(s)")
+    for v in report.verdicts:
+        print(f"  {'ok  ' if v.ok else 'FAIL'} {v.name}: {v.reason}")
+    print(f"usage: {_usage_text(report.usage)}")
+    print("this node would bid" if report.accepted else "this node would NOT bid")
+
+
+def _usage_text(u: Any) -> str:
+    return f"cpu {format_cpu(u.cpu)}, memory {_bytes(u.memory)}, disk {_bytes(u.disk)}, gpu {u.gpu}"
+
+
+# -- client commands -------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with client(args) as node:
+        info = node.node()
+        code, ready = node.readyz()
+        recent = node.executions()[:STATUS_EXECUTIONS]
+        url = node.base_url
+    if args.json:
+        dump({"Node": info, "Ready": ready, "Executions": recent})
+        return OK if code == 200 else FAILED
+    cap = info.get("Capacity") or {}
+    print(f"node {info.get('ID')} (computenode {info.get('Version')}) at {url}: {ready.get('status', code)}")
+    print(
+        f"  engines: {', '.join(info.get('Engines') or []) or 'none'}; publishers: {', '.join(info.get('Publishers') or [])}"
+    )
+    print(
+        f"  running {info.get('Running')}, enqueued {info.get('Enqueued')}, draining {info.get('Draining')}"
+    )
+    for name in ("Total", "Available", "JobMax"):
+        if cap.get(name):
+            print(f"  {name.lower()}: {_wire_usage(cap[name])}")
+    for name, check in sorted((ready.get("checks") or {}).items()):
+        print(f"  {name}: {'ok' if check.get('ok') else check.get('reason', 'down')}")
+    print(f"executions (newest {STATUS_EXECUTIONS}):" if recent else "executions: none")
+    for ex in recent:
+        print(
+            f"  {ex['ExecutionID']}  job {ex['JobID']} shard {ex['ShardIndex']}  {ex['State']}  {ex.get('Comment', '')}"
+        )
+    return OK if code == 200 else FAILED
+
+
+def _wire_usage(u: dict[str, Any]) -> str:
+    return (
+        f"cpu {format_cpu(float(u.get('CPU', 0)))}, memory {_bytes(int(u.get('Memory', 0)))}, "
+        f"disk {_bytes(int(u.get('Disk', 0)))}, gpu {u.get('GPU', 0)}"
+    )
+
+
+def _bytes(n: int) -> str:
+    """Exact binary units when they fit ("100Mi"), else one decimal ("18.8Gi")."""
+    exact = format_bytes(n)
+    if not exact.isdigit() or n < 1024:
+        return exact
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return exact
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    mode = "fast" if args.fast else "off" if args.off else "graceful"
+    with client(args) as node:
+        answer = node.drain(mode)
+    print(
+        f"drain {answer.get('Mode', mode)}: node is {'draining' if answer.get('Draining') else 'taking jobs'}"
+    )
+    return OK
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="computenode", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the client's and the node's version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a node until SIGTERM/SIGINT")
+    p.add_argument("--config", metavar="FILE", help="YAML config (see config/computenode.yaml)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="API address, overrides api.listen")
+    p.add_argument("--data-dir", metavar="DIR", help="overrides node.data_dir")
+    p.set_defaults(func=cmd_run)
+
+    jobs.add_commands(sub, client_options)
+
+    p = sub.add_parser("check", help="would this node bid on a job, and why (exit 0 yes, 1 no, 2 invalid)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--config", metavar="FILE", help="the node's YAML config")
+    p.add_argument("--json", action="store_true", help="print the normalised job and the verdicts as JSON")
+    p.add_argument("--strict", action="store_true", help="unknown keys in the job are an error (exit 2)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="a node's identity, capacity and readiness")
+    p.add_argument("--json", action="store_true")
+    client_options(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("drain", help="stop taking jobs (graceful: finish running ones)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fast", action="store_true", help="cancel running executions too")
+    mode.add_argument("--off", action="store_true", help="take jobs again")
+    client_options(p)
+    p.set_defaults(func=cmd_drain)
+
+    p = sub.add_parser("config", help="configuration tools")
+    config_sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    v = config_sub.add_parser("validate", help="check a YAML config; one line per wrong field, exit 2")
+    v.add_argument("file", metavar="FILE")
+    v.set_defaults(func=cmd_config_validate)
+
+    p = sub.add_parser("version", help="print the client's and the node's version")
+    p.add_argument("--client-only", action="store_true", help="do not ask the node")
+    client_options(p)
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+        return code
+    except KeyboardInterrupt:
+        err("computenode: interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`computenode list | head`): stop quietly. Python would complain
+        # again when it flushes stdout at exit, so stdout now points at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        return cmd_version(argparse.Namespace(node=None, token="", config=None))
+    if args.command is None:
+        parser.error("a command is required")
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        err(*field_lines(exc))
+        return INVALID
+    except UsageError as exc:
+        err(f"computenode: {exc.message}")
+        return INVALID
+    except ClientError as exc:
+        err(f"computenode: {exc.message}", *(f"  {line}" for line in exc.details))
+        return INVALID if isinstance(exc, NodeError) and exc.status == 400 else FAILED

@@ -1,0 +1,7 @@
+"""`python -m computenode.cli`: the same as the `computenode` command."""
+
+import sys
+
+from computenode.cli import main
+
+sys.exit(main())
