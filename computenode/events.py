@@ -122,8 +122,9 @@ class EventBus:
         self._everything: set[Subscription] = set()
         self._by_job: dict[str, set[Subscription]] = {}
         self._job_states: OrderedDict[str, str] = OrderedDict()
-        # Executions not yet terminal: their job (progress events name it) and last progress.
-        self._running: dict[str, tuple[str, str, float]] = {}
+        # Executions not yet terminal: their job and shard (progress events name them), the last
+        # progress stage and when it was published.
+        self._running: dict[str, tuple[str, int, str, float]] = {}
         self._progress: dict[str, dict[str, Any]] = {}
         self.closed = False
 
@@ -162,7 +163,7 @@ class EventBus:
             self._running.pop(execution_id, None)
             self._progress.pop(execution_id, None)
         elif execution_id not in self._running:
-            self._running[execution_id] = (job_id, "", 0.0)
+            self._running[execution_id] = (job_id, shard_index, "", 0.0)
 
     def job(self, job_id: str, state: str) -> None:
         """The job's state, published only when it differs from the last one published."""
@@ -176,15 +177,25 @@ class EventBus:
 
     def progress(self, execution_id: str, stage: str, **detail: Any) -> None:
         """A sub-status of a running execution (a stage, with bytes and rate where known). Never
-        stored; a new stage is always published, updates within one stage at most 4 per second."""
-        job_id, last_stage, last_at = self._running.get(execution_id, ("", "", 0.0))
+        stored; a new stage is always published, updates within one stage at most 4 per second.
+        `latest_progress` keeps every update, published or not."""
+        job_id, shard_index, last_stage, last_at = self._running.get(execution_id, ("", 0, "", 0.0))
         now = self._clock()
-        if stage == last_stage and now - last_at < PROGRESS_INTERVAL_S:
-            return
-        data = {"ExecutionID": execution_id, "JobID": job_id, "Stage": stage, **detail}
+        data = {
+            "ExecutionID": execution_id,
+            "JobID": job_id,
+            "ShardIndex": shard_index,
+            "Stage": stage,
+            **detail,
+        }
+        throttled = stage == last_stage and now - last_at < PROGRESS_INTERVAL_S
         if execution_id in self._running:
-            self._running[execution_id] = (job_id, stage, now)
             self._progress[execution_id] = data
+            if throttled:
+                return
+            self._running[execution_id] = (job_id, shard_index, stage, now)
+        elif throttled:
+            return
         self.publish(PROGRESS, job_id, data)
 
     def latest_progress(self, execution_id: str) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from computenode.model import (
     StorageSpec,
     Verifier,
 )
+from computenode.progress import ExecutionProgress, reset_current, set_current
 from computenode.shards import ShardPlans
 from computenode.storage.inline import module_volume
 from computenode.store import Execution
@@ -115,8 +116,11 @@ class Runner:
         await asyncio.to_thread(results.mkdir, parents=True, exist_ok=True)
         volumes: list[InputVolume] = []
         on_disk: list[Path] = []  # input and module dirs made (inline modules make none)
+        # The current progress for this task: storage and the image pull report bytes to it.
+        progress = ExecutionProgress(self.progress, ex.id)
+        token = set_current(progress)
         try:
-            self.progress(ex.id, "fetching inputs")
+            progress.stage("fetching inputs")
             with self._timed("input_fetch"):
                 specs = [*await self.plans.inputs(job, ex.shard_index), *spec.contexts]
                 for i, s in enumerate(specs):
@@ -144,7 +148,7 @@ class Runner:
                 entry_module=entry,
                 import_modules=tuple(imports),
             )
-            self.progress(ex.id, "running")
+            progress.stage("running")
             with self._timed("run"), _disk_full_is_a_failure():
                 result = await executor.run(request)
             refused = await asyncio.to_thread(make_harmless, results)
@@ -156,6 +160,7 @@ class Runner:
             proposal = await self.verifiers[spec.verifier].proposal(results)
             return RunOutcome(result, proposal)
         finally:
+            reset_current(token)
             await asyncio.shield(self._release_inputs(volumes, set(on_disk)))
 
     async def _prepare(self, spec: StorageSpec, dest: Path) -> InputVolume:
@@ -203,7 +208,7 @@ class Runner:
         results = self.results_dir(ex.id)
         if not await asyncio.to_thread(results.is_dir):
             raise PublishFailed(f"results of execution {ex.id} are gone", retryable=False)
-        self.progress(ex.id, "publishing", Publisher=kind.value)
+        ExecutionProgress(self.progress, ex.id).stage("publishing", Publisher=kind.value)
         with self._timed("publish"):
             return await backend.publish(ex.id, ex.job_id, ex.shard_index, self.node_id, results)
 

@@ -30,7 +30,7 @@ from computenode.api.http import (
 from computenode.api.logs import stream_logs
 from computenode.api.paging import add_paging_routes
 from computenode.api.requester import add_requester_routes
-from computenode.api.views import execution_view, latest_per_shard, shard_state
+from computenode.api.views import execution_view, latest_per_shard, progress_view, shard_state
 from computenode.errors import SpecError
 from computenode.events import TERMINAL_JOB_STATES
 from computenode.model import ExecutionState, job_from_document
@@ -197,7 +197,9 @@ class ApiServer:
     async def execution(self, request: web.Request) -> web.Response:
         eid = request.match_info["id"]
         ex = await self.node.execution(eid)
-        return json_response(execution_view(ex, await self.node.execution_history(eid)))
+        view = execution_view(ex, await self.node.execution_history(eid))
+        view["Progress"] = progress_view(self.node.events.latest_progress(eid))
+        return json_response(view)
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         return await stream_logs(self.node, request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from computenode.model import ExecutionState, JobShardState, JobState, StorageSpec
@@ -28,6 +29,17 @@ def execution_view(ex: Execution, history: list[Transition] | None = None) -> di
     }
     if history is not None:
         out["History"] = [t.to_wire() for t in history]
+    return out
+
+
+def progress_view(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The latest `progress` event of a running execution, its Elapsed brought up to now
+    (the bus keeps the event as it was sent)."""
+    if progress is None:
+        return None
+    out = {k: v for k, v in progress.items() if k not in ("ExecutionID", "JobID", "ShardIndex")}
+    if isinstance(out.get("StartedAt"), int | float):
+        out["Elapsed"] = round(max(time.time() - out["StartedAt"], 0.0), 3)
     return out
 
 

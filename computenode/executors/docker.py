@@ -25,6 +25,7 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
+from computenode import progress
 from computenode.config import DockerConfig
 from computenode.disk import tree_size
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory
@@ -83,6 +84,8 @@ class DockerExecutor:
         self._running.add(request.execution_id)
         try:
             await ensure_image(docker, config["Image"], self.cfg.pull_policy, self.cfg.pull_timeout)
+            if progress.current().stage_name == "pulling image":  # the job's clock starts after the pull
+                progress.current().stage("running")
             container = await self._create(docker, request, config)
             try:
                 return await self._supervise(container, request)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from computenode import progress
 from computenode.errors import ImageUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,16 @@ async def has_image(docker: aiodocker.Docker, image: str) -> bool:
 async def pull(docker: aiodocker.Docker, image: str, timeout_s: float) -> None:
     """Pull under its own timeout, apart from the job's: a slow registry is not the job's fault."""
     log.info("pulling image", extra={"image": image})
+    report = progress.current()
+    report.stage("pulling image", Image=image)
+    layers = PullLayers()
     try:
         async with asyncio.timeout(timeout_s):
-            # Drain the progress stream: errors the registry reports mid-stream
+            # Read the progress stream to its end: errors the registry reports mid-stream
             # (manifest unknown, unauthorized) arrive as DockerStreamError.
-            async for _ in docker.images.pull(image, stream=True):
-                pass
+            async for line in docker.images.pull(image, stream=True):
+                if layers.add(line):
+                    report.update(Image=image, **layers.detail())
     except TimeoutError as exc:
         raise ImageUnavailable(
             f"pulling image {image} timed out after {seconds_text(timeout_s)} s", retryable=True
@@ -56,6 +62,49 @@ async def pull(docker: aiodocker.Docker, image: str, timeout_s: float) -> None:
         # 5xx and an unreachable engine may pass; a 4xx or an in-stream refusal will not.
         retryable = exc.status >= 500
         raise ImageUnavailable(f"cannot pull image {image}: {exc.message}", retryable=retryable) from exc
+
+
+class PullLayers:
+    """The engine's per-layer pull lines summed: layers seen and done, bytes of the known sizes."""
+
+    # Statuses whose `id` is a layer (others, such as "Pulling from", carry the tag there).
+    LAYER = frozenset({"Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum",
+                       "Download complete", "Extracting", "Pull complete", "Already exists"})  # fmt: skip
+    DONE = frozenset({"Pull complete", "Already exists"})
+
+    def __init__(self) -> None:
+        self.current: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+        self.done: set[str] = set()
+
+    def add(self, line: Any) -> bool:
+        """Count one stream line; True when the sums changed."""
+        if not isinstance(line, dict):
+            return False
+        layer, status = str(line.get("id") or ""), str(line.get("status") or "")
+        if not layer or status not in self.LAYER:
+            return False
+        before = (len(self.current), sum(self.current.values()), sum(self.total.values()), len(self.done))
+        detail = line.get("progressDetail") or {}
+        self.current.setdefault(layer, 0)
+        if status == "Downloading" and isinstance(detail, dict):
+            self.current[layer] = int(detail.get("current") or 0)
+            if detail.get("total"):
+                self.total[layer] = int(detail["total"])
+        elif status == "Download complete" or status in self.DONE:
+            self.current[layer] = self.total.get(layer, self.current[layer])
+        if status in self.DONE:
+            self.done.add(layer)
+        after = (len(self.current), sum(self.current.values()), sum(self.total.values()), len(self.done))
+        return after != before
+
+    def detail(self) -> dict[str, int]:
+        return {
+            "Layers": len(self.current),
+            "LayersDone": len(self.done),
+            "Bytes": sum(self.current.values()),
+            "TotalBytes": sum(self.total.values()),
+        }
 
 
 def seconds_text(seconds: float) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from computenode import progress
 from computenode.config import IPFSConfig
 from computenode.disk import tree_size
 from computenode.errors import InputUnavailable
@@ -144,6 +145,7 @@ class IPFSStorage:
                 # kubo reports a mid-stream failure only in an HTTP trailer aiohttp does not
                 # expose: every file's byte count is checked against kubo's own size.
                 if st.get("Type") == "file":
+                    progress.transfer().expect(int(st.get("Size") or 0))
                     await self._fetch_file(cid, tmp / cid, deadline)
                 elif st.get("Type") == "directory":
                     await self._fetch_dir(cid, tmp / cid, deadline)
@@ -167,14 +169,15 @@ class IPFSStorage:
     ) -> None:
         """`cat` streamed to a new file; any bytes received push the stall deadline forward."""
         loop = asyncio.get_running_loop()
+        counted = progress.transfer().stream()  # bytes and rate of the execution's `fetching inputs`
+
+        def on_batch(total: int) -> None:
+            deadline.reschedule(loop.time() + self.cfg.fetch_timeout)
+            counted(total)
+
         async with self.kubo.stream("cat", arg=cid) as resp:
             header = resp.headers.get("X-Content-Length", "")
-            received = await stream_to_file(
-                resp,
-                dest,
-                lambda _: deadline.reschedule(loop.time() + self.cfg.fetch_timeout),
-                exclusive=True,
-            )
+            received = await stream_to_file(resp, dest, on_batch, exclusive=True)
         for expected in (size, int(header) if header.isdigit() else None):
             if expected is not None and expected != received:
                 raise InputUnavailable(f"IPFS CID {cid}: got {received} of {expected} bytes from kubo")
@@ -188,6 +191,7 @@ class IPFSStorage:
         """
         tree = _Tree()
         await self._list_dir(cid, root, "", tree, deadline)
+        progress.transfer().expect(sum(size for _, _, size in tree.files))
         jobs = [
             functools.partial(self._fetch_file, file_cid, path, deadline, size)
             for path, file_cid, size in tree.files

@@ -36,6 +36,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from computenode import progress
 from computenode.config import URLConfig
 from computenode.errors import InputUnavailable
 from computenode.model import StorageSpec
@@ -219,6 +220,8 @@ class URLStorage:
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.cfg.max_size:
                 raise _Permanent(_too_big(url, self.cfg.max_size))
+            if length.isdigit():
+                progress.transfer().expect(int(length))
             dest = folder / file_name(str(resp.url))
             digest = hashlib.sha256() if sha256 else None
             await self._write(resp, dest, digest, url)
@@ -231,9 +234,12 @@ class URLStorage:
     async def _write(
         self, resp: aiohttp.ClientResponse, dest: Path, digest: hashlib._Hash | None, url: str
     ) -> None:
+        received = progress.transfer().stream()  # bytes and rate of the execution's `fetching inputs`
+
         def capped(total: int) -> None:
             if total > self.cfg.max_size:
                 raise _Permanent(_too_big(url, self.cfg.max_size))
+            received(total)
 
         await stream_to_file(resp, dest, capped, digest)
 

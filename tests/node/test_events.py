@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+from aiohttp import web
 
+from computenode.executors.docker_image import PullLayers
 from tests.node.conftest import RunningNode
 
 MakeNode = Callable[..., Awaitable[RunningNode]]
 NOOP = {"Spec": {"Engine": "noop", "Publisher": "Local", "Resources": {"CPU": "100m"}}}
+BUSYBOX = "computenode-test/busybox:latest"
 EXECUTION_STATES = ["Created", "BidAccepted", "Running", "WaitingVerification", "ResultAccepted",
                     "Publishing", "Completed"]  # fmt: skip
 
@@ -176,3 +182,120 @@ async def test_a_full_ring_replays_without_blocking_the_loop(make_node: MakeNode
         assert lost is not None and lost["event"] == "lost"
         ids = [(await stream.next() or {}).get("id") for _ in range(10_000)]
     assert ids == list(range(bus.last_id - 9_999, bus.last_id + 1))
+
+
+# -- progress of long stages -------------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+@contextlib.asynccontextmanager
+async def slow_file_server(size: int, pause_at: int, release: asyncio.Event) -> AsyncIterator[str]:
+    """An http server on 127.0.0.1 sending `size` bytes in 64 KiB pieces, 20 ms apart, that stops
+    at `pause_at` bytes until `release` is set; yields the file's URL."""
+
+    async def send(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(size)})
+        await resp.prepare(request)
+        piece = b"x" * (64 << 10)
+        for sent in range(0, size, len(piece)):
+            if sent == pause_at:
+                await release.wait()
+            await resp.write(piece)
+            await asyncio.sleep(0.02)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/data.bin", send)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/data.bin"
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_url_download_progress_in_the_stream_and_the_execution(make_node: MakeNode) -> None:
+    rn: RunningNode = await make_node(storage={"url": {"deny_private": False}})
+    release = asyncio.Event()
+    async with slow_file_server(6 * MIB, 3 * MIB, release) as url:
+        job = {"Spec": {"Engine": "noop", "Publisher": "Local", "Resources": {"CPU": "100m"},
+                        "inputs": [{"StorageSource": "URLDownload", "URL": url, "path": "/inputs"}]}}  # fmt: skip
+        before = rn.node.events.last_id
+        r = await rn.http.post("/api/v1/jobs", json=job)
+        assert r.status_code == 201, r.text
+        job_id, eid = r.json()["JobID"], r.json()["Executions"][0]["ExecutionID"]
+        path = f"/api/v1/events?job_id={job_id}"
+        async with await open_stream(rn, path, **{"Last-Event-ID": str(before)}) as resp:
+            stream = Stream(resp)
+            fetching = await stream.until(
+                lambda ev: ev["event"] == "progress" and ev["data"].get("Bytes", 0) >= 2 * MIB
+            )
+            # Paused at 3 MiB: the execution shows the stage with its bytes, size and rate.
+            body = (await rn.http.get(f"/api/v1/executions/{eid}")).json()
+            shown = body["Progress"]
+            assert shown["Stage"] == "fetching inputs" and shown["Bytes"] >= MIB, shown
+            assert shown["TotalBytes"] == 6 * MIB and shown["Rate"] > 0 and shown["Elapsed"] > 0
+            release.set()
+            rest = await stream.until(job_ended(job_id))
+    progress = [ev["data"] for ev in fetching + rest if ev["event"] == "progress"]
+    counts = [d["Bytes"] for d in progress if d["Stage"] == "fetching inputs" and "Bytes" in d]
+    assert len(counts) >= 3 and counts == sorted(counts) and counts[0] < counts[-1], counts
+    assert all(d["ShardIndex"] == 0 and d["ExecutionID"] == eid for d in progress)
+    assert [d["Stage"] for d in progress if "Bytes" not in d] == ["fetching inputs", "running", "publishing"]
+    done = (await rn.http.get(f"/api/v1/executions/{eid}")).json()
+    assert done["State"] == "Completed" and done["Progress"] is None
+
+
+def docker_cli(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"docker {' '.join(args)} failed: {done.stderr}"
+    return done.stdout
+
+
+async def test_docker_image_pull_progress(make_node: MakeNode, docker_host: str, registry: str) -> None:
+    # A fresh tag in the local registry, absent from the engine: the job must pull it.
+    ref = f"{registry}/busybox:progress-{uuid.uuid4().hex[:10]}"
+    await asyncio.to_thread(docker_cli, "tag", BUSYBOX, ref)
+    try:
+        await asyncio.to_thread(docker_cli, "push", ref)
+        await asyncio.to_thread(docker_cli, "rmi", ref)
+        rn: RunningNode = await make_node(engines={"docker": {"enabled": True, "host": docker_host}})
+        job = {"Spec": {"Engine": "Docker", "Publisher": "Local",
+                        "Docker": {"Image": ref, "Entrypoint": ["sh", "-c", "sleep 0.3; echo out"]}}}  # fmt: skip
+        before = rn.node.events.last_id
+        r = await rn.http.post("/api/v1/jobs", json=job)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["JobID"]
+        path = f"/api/v1/events?job_id={job_id}"
+        async with await open_stream(rn, path, **{"Last-Event-ID": str(before)}) as resp:
+            events = await Stream(resp).until(job_ended(job_id), timeout_s=120)
+    finally:
+        await asyncio.to_thread(subprocess.run, ["docker", "rmi", ref], capture_output=True, check=False)
+    progress = [ev["data"] for ev in events if ev["event"] == "progress"]
+    stages = [d["Stage"] for d in progress]
+    assert stages.index("pulling image") < len(stages) - 1 - stages[::-1].index("running"), stages
+    pulls = [d for d in progress if d["Stage"] == "pulling image"]
+    assert pulls[0]["Image"] == ref  # layer counts follow at most 4 a second: a local pull is quicker
+
+
+def test_pull_layers_sum_the_engine_lines() -> None:
+    layers = PullLayers()
+    lines = [
+        {"status": "Pulling from busybox", "id": "1"},  # the tag, not a layer
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": "a"},
+        {"status": "Already exists", "progressDetail": {}, "id": "b"},
+        {"status": "Downloading", "progressDetail": {"current": 100, "total": 400}, "id": "a"},
+        {"status": "Downloading", "progressDetail": {"current": 300, "total": 400}, "id": "a"},
+        {"status": "Download complete", "progressDetail": {}, "id": "a"},
+        {"status": "Extracting", "progressDetail": {"current": 50, "total": 400}, "id": "a"},
+    ]
+    changed = [layers.add(line) for line in lines]
+    assert changed == [False, True, True, True, True, True, False]
+    assert layers.detail() == {"Layers": 2, "LayersDone": 1, "Bytes": 400, "TotalBytes": 400}
+    assert layers.add({"status": "Pull complete", "progressDetail": {}, "id": "a"})
+    assert layers.detail()["LayersDone"] == 2 and not layers.add("not a dict")
