@@ -786,3 +786,48 @@ def test_setup_logging_writes_json_to_a_pipe(monkeypatch: pytest.MonkeyPatch) ->
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     [line] = stream.getvalue().splitlines()
     assert json.loads(line)["k"] == 1
+
+
+# -- progress while waiting ---------------------------------------------------------------------------
+
+
+def test_progress_on_a_terminal(node_url: str, wasm_modules_dir: Path) -> None:
+    # stdout and stderr on a pseudo-terminal: shard lines redrawn in place, then the usual result.
+    main, child = os.openpty()
+    env = clean_env(COMPUTENODE_URL=node_url, COMPUTENODE_TOKEN=TOKEN, COLUMNS="120")
+    proc = subprocess.Popen([sys.executable, "-m", "computenode.cli", "wasm", "run",
+                             str(wasm_modules_dir / "sleep.wasm"), "2"],
+                            stdin=subprocess.DEVNULL, stdout=child, stderr=child, env=env)  # fmt: skip
+    os.close(child)
+    chunks: list[bytes] = []
+    try:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child side closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(60) == 0
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[2Kshard 0: running" in screen and "\x1b[1F" in screen, screen
+    tail = screen[screen.rindex("\x1b[2K") :]
+    assert tail.index("shard 0: ") < tail.index("job ") and "Completed" in tail and "exit code 0" in tail
+
+
+def test_progress_on_a_pipe_is_plain_lines_and_none_with_json(node_url: str, wasm_modules_dir: Path) -> None:
+    done = client("wasm", "run", str(wasm_modules_dir / "sleep.wasm"), "1", url=node_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert "shard 0: running" in lines and "shard 0: completed" in lines, done.stderr
+    assert "\x1b" not in done.stderr
+    assert "running" not in done.stdout and "exit code 0" in done.stdout  # stdout is the result alone
+    as_json = client("wasm", "run", "--json", str(wasm_modules_dir / "sleep.wasm"), "0", url=node_url)
+    assert as_json.returncode == 0 and as_json.stderr == "", as_json.stderr
+    assert json.loads(as_json.stdout)["State"] == "Completed"

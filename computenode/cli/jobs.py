@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from computenode.cli import build
+from computenode.cli import build, progress
 from computenode.cli.common import (
     FAILED,
     INTERRUPTED,
@@ -74,7 +74,8 @@ def _submit(args: argparse.Namespace, raw: bytes, kind: str, wait: bool, wait_ti
                 )
             return OK
         announce = "" if args.json else f"job {job_id} submitted; waiting for it to finish"
-        code = _wait_and_print(node, job_id, wait_timeout, args.json, announce)
+        executions = list(created.get("Executions") or [])
+        code = _wait_and_print(node, job_id, wait_timeout, args.json, announce, executions)
         if getattr(args, "download", False):
             job = node.job(job_id)
             code = max(code, _download(node, job_id, job, args.output_dir, None))
@@ -82,12 +83,19 @@ def _submit(args: argparse.Namespace, raw: bytes, kind: str, wait: bool, wait_ti
 
 
 def _wait_and_print(
-    node: NodeClient, job_id: str, timeout_s: float | None, as_json: bool, announce: str = ""
+    node: NodeClient,
+    job_id: str,
+    timeout_s: float | None,
+    as_json: bool,
+    announce: str = "",
+    executions: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Wait and print the job; with the `executions` a submit created, show their progress."""
     try:
         if announce:  # inside the try: a Ctrl-C right after it still gets the commands to follow
             err(announce)
-        job = node.wait(job_id, timeout_s=timeout_s)
+        with progress.shown(node, job_id, executions or [], executions is not None and not as_json):
+            job = node.wait(job_id, timeout_s=timeout_s)
     except KeyboardInterrupt:
         err("computenode: interrupted: stopped waiting", *follow_hint(job_id))
         return INTERRUPTED
