@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,6 +18,11 @@ from computenode.rules import check_job as check_rules
 from computenode.rules import check_shards
 from computenode.shards import ShardPlans
 
+if TYPE_CHECKING:
+    from computenode.bidding import Bidder, Verdict
+    from computenode.capacity.fingerprint import NodeLimits
+    from computenode.config import LimitsConfig
+
 
 @dataclass(frozen=True, slots=True)
 class CheckReport:
@@ -24,6 +30,11 @@ class CheckReport:
     verdicts: list[Any]
     usage: ResourceUsageData
     shards: int
+
+    def adding(self, verdicts: Sequence[Verdict]) -> CheckReport:
+        """This report with more verdicts (the running node's own: draining, its queue)."""
+        every = [*self.verdicts, *verdicts]
+        return CheckReport(all(v.ok for v in every), every, self.usage, self.shards)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -35,8 +46,9 @@ class CheckReport:
 
 
 async def check_job(settings: Settings, job: Job) -> CheckReport:
-    """`computenode check`: what this node would answer, as a dry run that stores nothing."""
-    from computenode.bidding import Bidder, Verdict
+    """`computenode check --config`: what a node with these settings would answer, as a dry run
+    that stores nothing (the running node answers POST /api/v1/jobs/check with `judge`)."""
+    from computenode.bidding import Bidder
     from computenode.capacity.fingerprint import node_limits
 
     node_id = settings.node.id or "dry-run"
@@ -60,15 +72,26 @@ async def check_job(settings: Settings, job: Job) -> CheckReport:
                 plans=ShardPlans(backends.storage),
                 http=http,
             )
-            job = with_identity(job)
-            check_rules(job, settings.limits)
-            verdicts = list(await bidder.evaluate(job))
-            usage = await bidder.usage(job)
-            shards, shard_reason = await bidder.plans.count(job)
-            check_shards(shards, settings.limits)
-            verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
-            fits = usage.exceeding(limits.total)
-            verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
+            return await judge(bidder, job, settings.limits, limits)
         finally:
             await backends.aclose()
+
+
+async def judge(bidder: Bidder, job: Job, rules: LimitsConfig, limits: NodeLimits) -> CheckReport:
+    """Every strategy's verdict on `job`, its shards and its usage; SpecError for a job the node's
+    rules (computenode/rules.py) refuse outright, as submit does. Nothing is stored: the Bidder
+    only reads."""
+    from computenode.bidding import Verdict
+
+    job = with_identity(job)
+    check_rules(job, rules)
+    verdicts = list(await bidder.evaluate(job))
+    usage = await bidder.usage(job)
+    shards, shard_reason = await bidder.plans.count(job)
+    check_shards(shards, rules)
+    verdicts.append(Verdict("sharding", not shard_reason, shard_reason or f"{shards} shard(s)"))
+    fits = usage.exceeding(limits.total)
+    verdicts.append(Verdict("capacity", not fits, "; ".join(fits) or "fits in the node's capacity"))
+    low = bidder.facts.low_disk()
+    verdicts.append(Verdict("disk", not low, f"node is low on disk: {low}" if low else "enough free disk"))
     return CheckReport(all(v.ok for v in verdicts), verdicts, usage, shards)

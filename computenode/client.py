@@ -8,15 +8,18 @@ the destination and device files.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -26,6 +29,8 @@ DEFAULT_NODE = "http://127.0.0.1:1234"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
 LONG_POLL_S = 60.0  # one long poll's wait; the node allows up to 5m, proxies often cut at 60-100 s
 TERMINAL_JOB_STATES = frozenset({"Completed", "PartialError", "Error", "Cancelled"})
+# Called as bytes arrive: (what, bytes so far, total bytes or None when the sender did not say).
+OnBytes = Callable[[str, int, int | None], None]
 # What a results dir holds at its top level; used to find it inside an archive.
 RESULT_FILES = ("stdout", "stderr", "exitCode")
 
@@ -174,21 +179,11 @@ class NodeClient:
             raise NodeError(200, "the node answered /api/v1/jobs with something that is not JSON") from None
         return list(body.get("Jobs") or []), str(body.get("Next") or "")
 
-    def job_ids(self) -> list[str]:
-        """Every job ID the node holds, for resolving a prefix."""
-        ids: list[str] = []
-        cursor = ""
-        while True:
-            resp = self._request(
-                "GET", "/api/v1/jobs", params={"limit": "1000", **({"cursor": cursor} if cursor else {})}
-            )
-            if resp.status_code != 200:
-                raise error_from_response(resp)
-            body = resp.json()
-            ids += [job_id_of(item) for item in body.get("Jobs") or []]
-            cursor = str(body.get("Next") or "")
-            if not cursor:
-                return ids
+    def check(self, document: bytes, content_type: str = "application/json") -> dict[str, Any]:
+        """POST /api/v1/jobs/check: the node's verdicts on a job, stored nowhere."""
+        return self._json(
+            "POST", "/api/v1/jobs/check", ok=(200,), content=document, extra={"Content-Type": content_type}
+        )
 
     def logs(self, execution_id: str, stream: str, follow: bool, out: IO[bytes]) -> None:
         """Copy an execution's stdout or stderr into out as it comes (until it ends, with follow)."""
@@ -230,7 +225,7 @@ class NodeClient:
         return self._json("POST", "/api/v1/node/drain", json={"Mode": mode})
 
     # -- results --------------------------------------------------------------------------------
-    def download_url(self, url: str, dest: Path) -> Path:
+    def download_url(self, url: str, dest: Path, on_bytes: OnBytes | None = None) -> Path:
         """GET a tar.gz of a results dir and extract it into dest; the dir holding the results."""
         # The token goes only to the node itself, never to another host named in a spec.
         headers = self._auth if url.startswith(self.base_url + "/") else {}
@@ -240,13 +235,12 @@ class NodeClient:
                     if resp.status_code != 200:
                         resp.read()
                         raise error_from_response(resp)
-                    for chunk in resp.iter_bytes():
-                        tmp.write(chunk)
+                    _copy(resp, tmp, url, on_bytes)
             except httpx.TransportError as exc:
                 raise ClientError(f"cannot download {url}: {exc}") from None
             return extract(tmp, dest, "r:*")
 
-    def download_ipfs(self, api: str, cid: str, dest: Path) -> Path:
+    def download_ipfs(self, api: str, cid: str, dest: Path, on_bytes: OnBytes | None = None) -> Path:
         """kubo's /api/v0/get?arg=CID&archive=true (a tar) extracted into dest."""
         base = multiaddr_to_url(api)
         with self._archive() as tmp:
@@ -259,16 +253,77 @@ class NodeClient:
                         raise ClientError(
                             f"IPFS get {cid} failed (HTTP {resp.status_code}): {_ipfs_message(resp)}"
                         )
-                    for chunk in resp.iter_bytes():
-                        tmp.write(chunk)
+                    _copy(resp, tmp, cid, on_bytes)
             except httpx.TransportError as exc:
                 raise ClientError(f"cannot reach the IPFS API at {api}: {exc}") from None
             return extract(tmp, dest, "r:")
+
+    def add_to_ipfs(self, api: str, path: Path, only_hash: bool = False) -> str:
+        """`ipfs add -r` of a local file or directory through kubo's RPC API at `api`; its CID (a
+        directory's CID is that of the directory itself, not wrapped). With only_hash kubo computes
+        the CID and stores nothing (for --dry-run). The files are streamed, not read into memory."""
+        base = multiaddr_to_url(api)
+        root = path.name or "input"
+        with contextlib.ExitStack() as opened:
+            parts: list[tuple[str, tuple[str, IO[bytes] | bytes, str]]] = []
+            if path.is_dir():
+                parts.append(("file", (quote(root, safe=""), b"", "application/x-directory")))
+                for entry in sorted(path.rglob("*")):
+                    name = quote(f"{root}/{entry.relative_to(path).as_posix()}", safe="")
+                    if entry.is_dir():
+                        parts.append(("file", (name, b"", "application/x-directory")))
+                    elif entry.is_file():
+                        parts.append(
+                            (
+                                "file",
+                                (name, opened.enter_context(entry.open("rb")), "application/octet-stream"),
+                            )
+                        )
+            else:
+                parts.append(
+                    (
+                        "file",
+                        (
+                            quote(root, safe=""),
+                            opened.enter_context(path.open("rb")),
+                            "application/octet-stream",
+                        ),
+                    )
+                )
+            params = {"pin": "true", "quieter": "true", "only-hash": str(only_hash).lower()}
+            try:
+                resp = self.http.post(f"{base}/api/v0/add", params=params, files=parts,
+                                      timeout=httpx.Timeout(None, connect=5.0))  # fmt: skip
+            except httpx.TransportError as exc:
+                raise ClientError(f"cannot reach the IPFS API at {api} to add {path}: {exc}") from None
+        if resp.status_code != 200:
+            raise ClientError(f"IPFS add {path} failed (HTTP {resp.status_code}): {_ipfs_message(resp)}")
+        # One JSON line per added entry; with `quieter`, only the root's.
+        lines = [line for line in resp.text.splitlines() if line.strip()]
+        try:
+            return str(json.loads(lines[-1])["Hash"])
+        except (IndexError, KeyError, ValueError):
+            raise ClientError(f"IPFS add {path}: kubo answered {resp.text[:200]!r}") from None
 
     @contextmanager
     def _archive(self) -> Iterator[IO[bytes]]:
         with tempfile.TemporaryFile() as tmp:
             yield tmp
+
+
+def _copy(resp: httpx.Response, out: IO[bytes], what: str, on_bytes: OnBytes | None) -> None:
+    length = resp.headers.get("Content-Length")
+    total = int(length) if length and length.isdigit() else None
+    done = 0
+    for chunk in resp.iter_bytes():
+        out.write(chunk)
+        done += len(chunk)
+        if on_bytes is not None:
+            on_bytes(what, done, total)
+
+
+def _named(on_bytes: OnBytes, name: str) -> OnBytes:
+    return lambda _what, done, total: on_bytes(name, done, total)
 
 
 def job_id_of(item: dict[str, Any]) -> str:
@@ -317,7 +372,9 @@ def move_contents(src: Path, dest: Path) -> None:
         shutil.move(str(entry), target)
 
 
-def fetch_job_results(client: NodeClient, job: dict[str, Any], out: Path, ipfs_api: str) -> list[str]:
+def fetch_job_results(
+    client: NodeClient, job: dict[str, Any], out: Path, ipfs_api: str, on_bytes: OnBytes | None = None
+) -> list[str]:
     """Lay a job's results out under `out`; the warnings for shards without results.
 
     out/per_shard/<index>/  that shard's results dir (stdout, stderr, exitCode, a folder per output)
@@ -333,7 +390,7 @@ def fetch_job_results(client: NodeClient, job: dict[str, Any], out: Path, ipfs_a
         if shard_dir.exists():
             shutil.rmtree(shard_dir)
         shard_dir.mkdir(parents=True)
-        warning = fetch_shard(client, shard, shard_dir, ipfs_api)
+        warning = fetch_shard(client, shard, shard_dir, ipfs_api, on_bytes)
         if warning:
             warnings.append(f"shard {index}: {warning}")
         dirs.append(shard_dir)
@@ -341,16 +398,20 @@ def fetch_job_results(client: NodeClient, job: dict[str, Any], out: Path, ipfs_a
     return warnings
 
 
-def fetch_shard(client: NodeClient, shard: dict[str, Any], shard_dir: Path, ipfs_api: str) -> str | None:
+def fetch_shard(
+    client: NodeClient, shard: dict[str, Any], shard_dir: Path, ipfs_api: str, on_bytes: OnBytes | None = None
+) -> str | None:
     """Download one shard's PublishedResults into shard_dir; a warning when it had none."""
     published = shard.get("PublishedResults") or {}
     source = str(published.get("StorageSource") or "")
+    if on_bytes is not None:  # progress names the shard, not the URL or CID
+        on_bytes = _named(on_bytes, f"shard {shard.get('ShardIndex') or 0}")
     with tempfile.TemporaryDirectory(dir=shard_dir.parent) as tmp:
         if source.lower() == "urldownload" and published.get("URL"):
-            move_contents(client.download_url(published["URL"], Path(tmp)), shard_dir)
+            move_contents(client.download_url(published["URL"], Path(tmp), on_bytes), shard_dir)
             return None
         if source.lower() == "ipfs" and published.get("CID"):
-            move_contents(client.download_ipfs(ipfs_api, published["CID"], Path(tmp)), shard_dir)
+            move_contents(client.download_ipfs(ipfs_api, published["CID"], Path(tmp), on_bytes), shard_dir)
             return None
     run = shard.get("RunOutput")
     if not run:

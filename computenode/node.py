@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,7 +28,7 @@ from computenode.events import EventBus
 from computenode.executors.base import Recoverable
 from computenode.health import Health
 from computenode.metrics import Metrics
-from computenode.model import ExecutionState, JobState, Publisher
+from computenode.model import ExecutionState, Job, JobState, Publisher, StorageSource
 from computenode.reserve import DiskReserve
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
@@ -46,6 +46,9 @@ from computenode.store import (
 from computenode.supervisor import Supervisor
 from computenode.systemd import notify_loop, sd_notify
 from computenode.version import __version__
+
+if TYPE_CHECKING:
+    from computenode.check import CheckReport
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +219,34 @@ class Node:
 
     async def client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
         return await self.store.find_client_job(client_id, job_id, prefix_len)
+
+    async def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return await self.store.job_ids_with_prefix(prefix, limit)
+
+    @property
+    def ipfs_api(self) -> str:
+        uses_ipfs = StorageSource.IPFS in self.backends.storage or Publisher.IPFS in self.backends.publishers
+        return self.settings.storage.ipfs.api if uses_ipfs else ""
+
+    async def check_job(self, job: Job) -> CheckReport:
+        from computenode.bidding import Verdict
+        from computenode.check import judge
+
+        report = await judge(self.bidder, job, self.settings.limits, self.limits)
+        # What submit adds to the bidder's reasons: draining, and room for every copy of every shard.
+        sched = self.compute.scheduler
+        copies = max(1, job.spec.deal.concurrency)
+        room = sched.admit_reasons(report.usage) or sched.room_reasons(
+            report.usage.multi(copies * report.shards)
+        )
+        return report.adding(
+            [
+                Verdict(
+                    "draining", not self.draining, "node is draining" if self.draining else "taking jobs"
+                ),
+                Verdict("queue", not room, "; ".join(room) or "room in the node's queue"),
+            ]
+        )
 
     # -- end of the API's view ------------------------------------------------------------------
 

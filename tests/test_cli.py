@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -101,7 +102,9 @@ def test_check_every_example(path: Path, tmp_path: Path) -> None:
 
 
 def test_check_seed_002_request(tmp_path: Path) -> None:
-    done = cli("check", str(EXAMPLES / "seed-002-submit.json"), "--json", cwd=tmp_path)
+    done = cli(
+        "check", str(EXAMPLES / "seed-002-submit.json"), "--json", "--config", str(REPO_CONFIG), cwd=tmp_path
+    )
     assert done.returncode in (0, 1), done.stderr
     out = json.loads(done.stdout)
     assert out["Job"]["Spec"]["Docker"]["Image"] == "ubuntu"
@@ -114,8 +117,9 @@ def test_check_prints_every_reason_and_exit_1(tmp_path: Path) -> None:
                     "Resources": {"CPU": "512"}, "Network": {"Type": "Full"},
                     "NodeSelectors": [{"Key": "zone", "Operator": "In", "Values": ["mars"]}]}}  # fmt: skip
     (tmp_path / "job.json").write_text(json.dumps(job))
-    done = cli("check", str(tmp_path / "job.json"), cwd=tmp_path)
+    done = cli("check", str(tmp_path / "job.json"), "--config", str(REPO_CONFIG), cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"judged offline with the configuration in {REPO_CONFIG}\n")
     for reason in ("FAIL networking", "zone", "cpu: requested 512"):
         assert reason in done.stdout, reason
 
@@ -146,7 +150,8 @@ def test_check_missing_file(tmp_path: Path) -> None:
 
 
 def test_check_from_stdin(tmp_path: Path) -> None:
-    done = cli("check", "-", "--json", cwd=tmp_path, stdin=(EXAMPLES / "hello-wasm.yaml").read_text())
+    done = cli("check", "-", "--json", "--config", str(REPO_CONFIG), cwd=tmp_path,
+               stdin=(EXAMPLES / "hello-wasm.yaml").read_text())  # fmt: skip
     assert done.returncode in (0, 1) and json.loads(done.stdout)["Job"]["Spec"]["Engine"] == "Wasm"
 
 
@@ -323,6 +328,12 @@ def test_submit_wait_json_and_ipfs_results(node_url: str, ipfs_api: str, tmp_pat
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "o" / "per_shard" / "0" / "stdout").read_text() == "hello from wasm\n"
     assert (tmp_path / "o" / "combined" / "stdout").read_text() == "hello from wasm\n"
+    # Without --ipfs-api: the kubo API the node advertises (GET /api/v1/node: IPFS.API).
+    advertised = client(
+        "get", job["Job"]["Metadata"]["ID"], "--output-dir", str(tmp_path / "a"), url=node_url
+    )
+    assert advertised.returncode == 0, advertised.stderr
+    assert (tmp_path / "a" / "per_shard" / "0" / "stdout").read_text() == "hello from wasm\n"
 
 
 def test_submit_wait_failed_job_exits_1(node_url: str, tmp_path: Path) -> None:
@@ -457,7 +468,6 @@ Spec:
     (["docker", "run", "-i", "missing.txt", "img"], "--input missing.txt: No such file"),
     (["docker", "run", "--memory", "12 potatoes", "img"], "Spec.Resources.Memory: '12 potatoes' is not a size"),
     (["docker", "run", "-s", "a in", "img"], "--selector"),
-    (["wasm", "run", "big.wasm"], "more than the 4 MiB sent inline"),
 ])  # fmt: skip
 def test_bad_flags_say_which(tmp_path: Path, args: list[str], message: str) -> None:
     with (tmp_path / "big.wasm").open("wb") as f:
@@ -467,10 +477,20 @@ def test_bad_flags_say_which(tmp_path: Path, args: list[str], message: str) -> N
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_large_module_without_a_node_is_one_line(tmp_path: Path) -> None:
+    # Larger than Inline: added to the node's kubo, whose address the node advertises.
+    with (tmp_path / "big.wasm").open("wb") as f:
+        f.truncate(5 * 2**20)
+    done = cli("wasm", "run", "--dry-run", "--node", f"127.0.0.1:{free_port()}", "big.wasm", cwd=tmp_path)
+    assert done.returncode == 1 and "cannot reach the node" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_environment_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
     done = cli(
-        "check", str(EXAMPLES / "hello-wasm.yaml"), env=clean_env(COMPUTENODE_NODE="http://x"), cwd=tmp_path
-    )
+        "check", str(EXAMPLES / "hello-wasm.yaml"), "--config", str(REPO_CONFIG),
+        env=clean_env(COMPUTENODE_NODE="http://x"), cwd=tmp_path,
+    )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("COMPUTENODE_NODE='http://x' does not parse") and "COMPUTENODE_URL" in line
@@ -483,7 +503,7 @@ def test_check_warns_about_unknown_keys(tmp_path: Path) -> None:
     doc["Spec"]["Wasm"]["EntryPiont"] = "main"
     doc["Spec"]["outputs"][0]["Pth"] = "/x"
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
-    done = cli("check", str(tmp_path / "job.yaml"), cwd=tmp_path)
+    done = cli("check", str(tmp_path / "job.yaml"), "--config", str(REPO_CONFIG), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "warning: unknown key Spec.Wasm.EntryPiont (ignored)" in done.stderr
     assert "warning: unknown key Spec.outputs.0.Pth (ignored)" in done.stderr
@@ -627,21 +647,128 @@ def test_node_address_from_environment_and_config(node_url: str, tmp_path: Path)
 
 
 def test_resolve_job_prefix() -> None:
+    # The node resolves prefixes (GET /api/v1/jobs/{prefix}); the CLI turns its answers into lines.
     class Stub:
         base_url = "http://node"
 
-        def job(self, job_id: str) -> dict[str, Any]:
+        def job(self, ref: str) -> dict[str, Any]:
+            if ref == "abcd":
+                raise NodeError(409, "several", ["abcd-1", "abcd-2"])
+            if "xyz-3".startswith(ref) and len(ref) >= 4:
+                return {"Job": {"Metadata": {"ID": "xyz-3"}}, "State": "Completed"}
             raise NodeError(404, "no such job")
 
-        def job_ids(self) -> list[str]:
-            return ["abc-1", "abd-2", "xyz-3"]
-
     stub: Any = Stub()
-    assert resolve_job(stub, "x") == "xyz-3"
-    with pytest.raises(UsageError, match="names 2 jobs"):
-        resolve_job(stub, "ab")
-    with pytest.raises(NodeError, match="no job q"):
+    assert resolve_job(stub, "xyz-") == "xyz-3"
+    with pytest.raises(UsageError, match="names more than one job: abcd-1, abcd-2"):
+        resolve_job(stub, "abcd")
+    with pytest.raises(NodeError, match="no job q on the node at http://node .a prefix needs at least 4"):
         resolve_job(stub, "q")
+
+
+def _job_count(url: str) -> int:
+    jobs = httpx.get(
+        f"{url}/api/v1/jobs", params={"limit": "1000"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return len(jobs.json()["Jobs"])
+
+
+def test_check_asks_the_running_node(node_url: str, tmp_path: Path) -> None:
+    node_id = json.loads(client("status", "--json", url=node_url).stdout)["Node"]["ID"]
+    before = _job_count(node_url)
+    done = client("check", str(EXAMPLES / "hello-wasm.yaml"), url=node_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"judged by the node {node_id} at {node_url}\n")
+    assert "ok   draining: taking jobs" in done.stdout and "this node would bid" in done.stdout
+    as_json = json.loads(client("check", str(EXAMPLES / "hello-wasm.yaml"), "--json", url=node_url).stdout)
+    assert as_json["JudgedBy"] == {"Node": node_url, "NodeID": node_id} and as_json["Check"]["Accepted"]
+    doc = yaml.safe_load((EXAMPLES / "hello-wasm.yaml").read_text())
+    doc["Spec"]["Network"] = {"Type": "Full"}
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(doc))
+    refused = client("check", str(tmp_path / "full.yaml"), url=node_url)
+    assert refused.returncode == 1 and "FAIL networking" in refused.stdout
+    assert _job_count(node_url) == before  # a dry run: no job stored
+    wrong = client("check", str(EXAMPLES / "hello-wasm.yaml"), url=node_url, token="wrong")
+    assert wrong.returncode == 3 and "HTTP 401" in wrong.stderr, wrong.stderr
+
+
+def test_check_without_a_node_or_config_exits_3(tmp_path: Path) -> None:
+    done = cli("check", str(EXAMPLES / "hello-wasm.yaml"), "--node", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "cannot reach the node" in done.stderr and "--config FILE" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def padded_wasm(tmp: Path, size: int) -> Path:
+    """examples/hello-wasm.yaml's module grown to `size` bytes by a custom section, which a runtime
+    ignores: too large to send inline."""
+    module = hello_wasm(tmp).read_bytes()
+    name = b"padding"
+    payload = _leb128(len(name)) + name + os.urandom(size - len(module))
+    path = tmp / "big.wasm"
+    path.write_bytes(module + b"\x00" + _leb128(len(payload)) + payload)
+    return path
+
+
+def test_large_wasm_module_is_added_to_the_nodes_ipfs(node_url: str, tmp_path: Path) -> None:
+    module = padded_wasm(tmp_path, 5 * 2**20)
+    done = client("wasm", "run", str(module), url=node_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "hello from wasm" in done.stdout
+    assert "larger than 4 MiB, added to IPFS at" in done.stderr
+    cid = done.stderr.split(" as ", 1)[1].split()[0]
+    # --dry-run hashes without storing, to the same CID.
+    dry = cli(
+        "wasm",
+        "run",
+        "--dry-run",
+        str(module),
+        env=clean_env(COMPUTENODE_URL=node_url, COMPUTENODE_TOKEN=TOKEN),
+    )
+    assert dry.returncode == 0, dry.stderr
+    entry = parse_job(dry.stdout).spec.wasm.entry_module
+    assert entry.storage_source.value == "IPFS" and entry.cid == cid
+
+
+def test_large_input_then_get_shows_progress_on_a_terminal(
+    node_url: str, docker_host: str, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 * 2**20))
+    done = client("docker", "run", "-i", f"{big}:/data/big.bin", "computenode-test/busybox:latest", "--",
+                  "sh", "-c", "cp /data/big.bin /outputs/ && wc -c < /data/big.bin", url=node_url)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5242880" in done.stdout and "added to IPFS" in done.stderr
+    job_id = done.stdout.split()[1].rstrip(":")
+    env = clean_env(COMPUTENODE_URL=node_url, COMPUTENODE_TOKEN=TOKEN)
+    quiet = cli("get", job_id, "--output-dir", str(tmp_path / "q"), env=env)
+    assert quiet.returncode == 0 and "MiB" not in quiet.stderr, quiet.stderr
+    assert (tmp_path / "q" / "combined" / "outputs" / "big.bin").read_bytes() == big.read_bytes()
+    master, replica = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "computenode.cli", "get", job_id, "--output-dir", str(tmp_path / "t")],
+                            stdout=subprocess.PIPE, stderr=replica, env=env)  # fmt: skip
+    os.close(replica)
+    seen = b""
+    try:
+        while chunk := os.read(master, 4096):
+            seen += chunk
+    except OSError:  # EIO: the process closed the terminal
+        pass
+    finally:
+        os.close(master)
+        assert proc.wait(60) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert b"shard 0: " in seen and b"MiB of " in seen and b"/s" in seen, seen
 
 
 # -- client helpers ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from computenode.check import CheckReport
     from computenode.compute import ShardResponse
     from computenode.events import EventBus
     from computenode.metrics import Metrics
@@ -182,4 +183,17 @@ class NodeView(Protocol):
 
     async def client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
         """A v0.3 client's job by its ID, or else by a `prefix_len`-character prefix of it."""
+        ...
+
+    async def job_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` job IDs that start with `prefix`, in ID order."""
+        ...
+
+    @property
+    def ipfs_api(self) -> str:
+        """The kubo RPC API (a multiaddr) the node's IPFS storage and publisher use; empty without them."""
+        ...
+
+    async def check_job(self, job: Job) -> CheckReport:
+        """What the node would answer to `job` now, with every reason; stores nothing."""
         ...

@@ -51,6 +51,12 @@ COMPUTE_CALLS = (
 )
 
 
+# GET /api/v1/jobs/{id} takes a prefix this long or longer (docs/cli.md): a job ID is a UUID, and
+# a shorter prefix names one job only on a node that holds very few.
+MIN_JOB_PREFIX = 4
+PREFIX_MATCHES = 5  # an ambiguous prefix's 409 lists this many of the jobs it names
+
+
 # With api.token set, only these answer without it: liveness and readiness for probes, and the
 # v0.3 requester API, whose calls are signed or scoped to one client as its clients send them.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
@@ -94,6 +100,7 @@ class ApiServer:
         for name in COMPUTE_CALLS:
             r.add_post(f"/api/v1/compute/{name}", getattr(self, name))
         r.add_post("/api/v1/jobs", self.submit)
+        r.add_post("/api/v1/jobs/check", self.check_job)
         r.add_get("/api/v1/jobs/{id}", self.get_job)
         r.add_post("/api/v1/jobs/{id}/cancel", self.cancel_job)
         add_paging_routes(self.app, node)  # GET /api/v1/executions and /api/v1/jobs
@@ -180,6 +187,8 @@ class ApiServer:
             "Draining": node.draining,
             "Version": version(),
         }
+        if node.ipfs_api:  # where `computenode get` fetches IPFS results and `run` adds large files
+            info["IPFS"] = {"API": node.ipfs_api}
         return json_response(info)
 
     async def drain(self, request: web.Request) -> web.Response:
@@ -280,8 +289,19 @@ class ApiServer:
             answer | {"Warnings": [f"unknown key {k} (ignored)" for k in unknown_keys(doc)]}, 201
         )
 
+    async def check_job(self, request: web.Request) -> web.Response:
+        """A dry run of submit: every strategy's verdict with the node's running configuration;
+        no job, execution or plan is stored."""
+        doc = await document_body(request)
+        job = job_from_document(doc)
+        report = await self.node.check_job(job)
+        warnings = [f"unknown key {k} (ignored)" for k in unknown_keys(doc)]
+        return json_response(report.to_wire() | {"NodeID": self.node.node_id, "Warnings": warnings})
+
     async def get_job(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["id"]
+        job_id = await self._full_job_id(request.match_info["id"])
+        if not isinstance(job_id, str):
+            return job_id
         wait_s = wait_seconds(request)
         if not wait_s:
             return json_response(await self._job_answer(job_id))
@@ -292,6 +312,21 @@ class ApiServer:
                 return json_response(answer)
             await until_job_ends(sub, wait_s)
         return json_response(await self._job_answer(job_id))
+
+    async def _full_job_id(self, ref: str) -> str | web.Response:
+        """The job's ID from its full ID or a unique prefix of at least MIN_JOB_PREFIX characters;
+        else the 404 (none) or 409 (several, listed) to answer."""
+        if len(ref) < MIN_JOB_PREFIX:
+            return ref  # an exact ID only: the lookup answers 404 when there is none
+        found = await self.node.job_ids_with_prefix(ref, PREFIX_MATCHES + 1)
+        if len(found) == 1 or ref in found:
+            return found[0] if len(found) == 1 else ref
+        if not found:
+            return ref
+        more = " and more" if len(found) > PREFIX_MATCHES else ""
+        return error_response(
+            409, f"{ref!r} is the prefix of several jobs{more}: give more characters", found[:PREFIX_MATCHES]
+        )
 
     async def _job_answer(self, job_id: str) -> dict[str, Any]:
         rec = await self.node.job_record(job_id)

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the job did not complete, the node would not bid or answered with an
 error, or the node could not be reached; 2 invalid input (a job spec, a config or the arguments,
-every wrong field named). A user's mistake never prints a traceback.
+every wrong field named); 3 `check` found no node to judge with and had no --config; 130
+interrupted; 141 stdout closed. A user's mistake never prints a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from computenode.cli import jobs
 from computenode.cli.common import (
@@ -21,6 +22,7 @@ from computenode.cli.common import (
     FAILED,
     INTERRUPTED,
     INVALID,
+    NO_NODE,
     OK,
     UsageError,
     client,
@@ -30,16 +32,14 @@ from computenode.cli.common import (
     field_lines,
     load_job,
     read,
+    resolve_node,
     settings,
 )
-from computenode.client import ClientError, NodeError
+from computenode.client import ClientError, NodeClient, NodeError, NodeUnreachable
 from computenode.errors import ComputeNodeError, SpecError
 from computenode.model import Job
 from computenode.model.quantity import format_bytes, format_cpu
 from computenode.version import version
-
-if TYPE_CHECKING:
-    from computenode.check import CheckReport
 
 STATUS_EXECUTIONS = 10
 
@@ -102,9 +102,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    job = load_job(args.file, read(args.file), args.strict)
+    """The running node's verdict (POST /api/v1/jobs/check), or with --config this process's own
+    Bidder built from that file; each says which it used."""
+    raw = read(args.file)
+    job = load_job(args.file, raw, args.strict)
     if job is None:
         return INVALID
+    if args.config:
+        return _check_offline(args, job)
+    url, token = resolve_node(argparse.Namespace(node=args.node, token=args.token, config=None))
+    kind = "application/json" if raw.lstrip()[:1] in (b"{", b"[") else "application/yaml"
+    with NodeClient(url, token) as node:
+        try:
+            answer = node.check(raw, kind)
+        except NodeUnreachable as exc:
+            err(f"computenode: check: {exc.message}", *NO_NODE_HINT)
+            return NO_NODE
+        except NodeError as exc:
+            if exc.status == 400:  # a rule of the node's: bounds, mount points, image reference
+                err(f"{args.file}: invalid job spec", *(f"  {line}" for line in exc.details))
+                return INVALID
+            if exc.status in (404, 405):  # a node from before POST /api/v1/jobs/check
+                err(f"computenode: check: the node at {url} cannot judge a job (no POST /api/v1/jobs/check)",
+                    *NO_NODE_HINT[1:])  # fmt: skip
+            else:
+                err(f"computenode: check: {exc.message}", *(f"  {line}" for line in exc.details))
+            return NO_NODE
+    source = {"Node": url, "NodeID": answer.get("NodeID", "")}
+    check = {k: answer.get(k) for k in ("Accepted", "Shards", "Usage", "Verdicts")}
+    return _report(args, job, check, source, f"judged by the node {source['NodeID']} at {url}")
+
+
+NO_NODE_HINT = [
+    "  no node to judge the job with: start one (computenode run), name it with --node or COMPUTENODE_URL,",
+    "  or judge offline with a node config: computenode check FILE --config FILE",
+]
+
+
+def _check_offline(args: argparse.Namespace, job: Job) -> int:
     loaded = settings(args.config)
     if loaded is None:
         return INVALID
@@ -118,23 +153,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     except SpecError as exc:  # a rule of the node's: bounds, mount points, image reference
         err(f"{args.file}: invalid job spec", *(f"  {line}" for line in field_lines(exc)))
         return INVALID
+    source = {"Config": str(args.config)}
+    return _report(
+        args, job, report.to_wire(), source, f"judged offline with the configuration in {args.config}"
+    )
+
+
+def _report(
+    args: argparse.Namespace, job: Job, check: dict[str, Any], source: dict[str, str], how: str
+) -> int:
+    """Print a check's answer (CheckReport.to_wire's shape) and its exit code: 0 bid, 1 not."""
+    accepted = bool(check.get("Accepted"))
     if args.json:
-        dump({"Job": job.to_wire(), "Check": report.to_wire()})
-    else:
-        _print_report(job, report)
-    return OK if report.accepted else FAILED
-
-
-def _print_report(job: Job, report: CheckReport) -> None:
-    print(f"job {job.id or '(no ID yet)'}: engine {job.spec.engine.value}, {report.shards} shard(s)")
-    for v in report.verdicts:
-        print(f"  {'ok  ' if v.ok else 'FAIL'} {v.name}: {v.reason}")
-    print(f"usage: {_usage_text(report.usage)}")
-    print("this node would bid" if report.accepted else "this node would NOT bid")
-
-
-def _usage_text(u: Any) -> str:
-    return f"cpu {format_cpu(u.cpu)}, memory {_bytes(u.memory)}, disk {_bytes(u.disk)}, gpu {u.gpu}"
+        dump({"Job": job.to_wire(), "Check": check, "JudgedBy": source})
+        return OK if accepted else FAILED
+    print(how)
+    print(f"job {job.id or '(no ID yet)'}: engine {job.spec.engine.value}, {check.get('Shards')} shard(s)")
+    for v in check.get("Verdicts") or []:
+        print(f"  {'ok  ' if v.get('OK') else 'FAIL'} {v.get('Name')}: {v.get('Reason')}")
+    print(f"usage: {_wire_usage(check.get('Usage') or {})}")
+    print("this node would bid" if accepted else "this node would NOT bid")
+    return OK if accepted else FAILED
 
 
 # -- client commands -------------------------------------------------------------------------------
@@ -214,9 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs.add_commands(sub, client_options)
 
-    p = sub.add_parser("check", help="would this node bid on a job, and why (exit 0 yes, 1 no, 2 invalid)")
+    p = sub.add_parser(
+        "check", help="would the node bid on a job, and why (exit 0 yes, 1 no, 2 invalid, 3 no node)"
+    )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--config", metavar="FILE", help="the node's YAML config")
+    p.add_argument("--config", metavar="FILE",
+                   help="judge offline with this node config instead of asking the running node")  # fmt: skip
+    p.add_argument("--node", metavar="URL", help="the node to ask (default: $COMPUTENODE_URL, ...)")
+    p.add_argument("--token", default="", help="bearer token (default: $COMPUTENODE_TOKEN)")
     p.add_argument("--json", action="store_true", help="print the normalised job and the verdicts as JSON")
     p.add_argument("--strict", action="store_true", help="unknown keys in the job are an error (exit 2)")
     p.set_defaults(func=cmd_check)

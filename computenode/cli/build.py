@@ -7,6 +7,7 @@ import base64
 import io
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,17 @@ from computenode.model.job import Spec
 INLINE_LIMIT = 4 * 1024 * 1024
 DEFAULT_INPUT_PATH = "/inputs"
 DEFAULT_OUTPUT = "outputs:/outputs"
+# Adds a local file or directory too large for Inline to the node's kubo; returns its CID.
+Upload = Callable[[Path], str]
 _CID = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$")
 
 
 def add_job_flags(p: argparse.ArgumentParser, engine: str) -> None:
     """The flags both engines share (Bacalhau's names where it has them)."""
     p.add_argument("-i", "--input", action="append", default=[], metavar="SOURCE[:PATH]",
-                   help="a CID (ipfs://CID), an http(s) URL or a local file or directory (sent inline, "
-                   f"at most {INLINE_LIMIT // 2**20} MiB), mounted at PATH (default {DEFAULT_INPUT_PATH}); "
-                   "also src=SOURCE,dst=PATH")  # fmt: skip
+                   help="a CID (ipfs://CID), an http(s) URL or a local file or directory (sent inline up "
+                   f"to {INLINE_LIMIT // 2**20} MiB, larger ones added to the node's IPFS), mounted at PATH "
+                   f"(default {DEFAULT_INPUT_PATH}); also src=SOURCE,dst=PATH")  # fmt: skip
     p.add_argument("-o", "--output", action="append", default=[], metavar="NAME:PATH",
                    help=f"an output volume (default {DEFAULT_OUTPUT} when none is given)")  # fmt: skip
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
@@ -57,42 +60,57 @@ def add_job_flags(p: argparse.ArgumentParser, engine: str) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="with --download (default ./<job ID prefix>)")
     p.add_argument("--dry-run", action="store_true", help="print the job as YAML and exit")
     p.add_argument("--json", action="store_true", help="print the node's JSON")
+    p.add_argument("--ipfs-api", metavar="MULTIADDR",
+                   help="kubo RPC API for files larger than Inline (default: the one the node advertises)")  # fmt: skip
 
 
-def _source(text: str, what: str) -> dict[str, Any]:
+def _source(text: str, what: str, upload: Upload | None) -> dict[str, Any]:
     """A StorageSpec from a CID, ipfs://CID, an http(s) URL or a local path."""
     if text.startswith("ipfs://") or _CID.match(text):
         cid = text.removeprefix("ipfs://").strip("/")
         return {"StorageSource": "IPFS", "CID": cid, "Name": cid}
     if text.startswith(("http://", "https://")):
         return {"StorageSource": "URLDownload", "URL": text, "Name": text.rstrip("/").rsplit("/", 1)[-1]}
-    return _inline(Path(text), what)
+    return _inline(Path(text), what, upload)
 
 
-def _inline(path: Path, what: str) -> dict[str, Any]:
-    if path.is_dir():
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            tar.add(path, arcname=".")
-        data, kind = buf.getvalue(), "application/gzip"
-    else:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise UsageError(
-                f"{what} {path}: {exc.strerror} (not a CID, ipfs://CID or http(s) URL either)"
-            ) from None
-        kind = "application/wasm" if path.suffix == ".wasm" else "application/octet-stream"
-    if len(data) > INLINE_LIMIT:
+def _inline(path: Path, what: str, upload: Upload | None) -> dict[str, Any]:
+    """A local file or directory as Inline data, or added to IPFS when larger than INLINE_LIMIT
+    (sized before it is read: a large file is streamed to kubo, never held in memory)."""
+    try:
+        size = _local_size(path)
+    except OSError as exc:
         raise UsageError(
-            f"{what} {path} is {len(data)} bytes, more than the {INLINE_LIMIT // 2**20} MiB sent inline;"
+            f"{what} {path}: {exc.strerror} (not a CID, ipfs://CID or http(s) URL either)"
+        ) from None
+    if size <= INLINE_LIMIT:
+        if path.is_dir():
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                tar.add(path, arcname=".")
+            data, kind = buf.getvalue(), "application/gzip"
+        else:
+            data = path.read_bytes()
+            kind = "application/wasm" if path.suffix == ".wasm" else "application/octet-stream"
+        if len(data) <= INLINE_LIMIT:  # a tar of many small files may outgrow them
+            url = f"data:{kind};base64,{base64.b64encode(data).decode()}"
+            return {"StorageSource": "Inline", "Name": path.name, "URL": url}
+        size = len(data)
+    if upload is None:
+        raise UsageError(
+            f"{what} {path} is {size} bytes, more than the {INLINE_LIMIT // 2**20} MiB sent inline;"
             " add it to IPFS (ipfs add -r) and pass its CID"
         )
-    url = f"data:{kind};base64,{base64.b64encode(data).decode()}"
-    return {"StorageSource": "Inline", "Name": path.name, "URL": url}
+    return {"StorageSource": "IPFS", "CID": upload(path), "Name": path.name}
 
 
-def _input(text: str) -> dict[str, Any]:
+def _local_size(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _input(text: str, upload: Upload | None) -> dict[str, Any]:
     if text.startswith("src="):
         parts = dict(p.partition("=")[::2] for p in text.split(","))
         source, target = parts.get("src", ""), parts.get("dst", DEFAULT_INPUT_PATH)
@@ -103,7 +121,7 @@ def _input(text: str) -> dict[str, Any]:
             source, target = text[:at], text[at + 1 :]
         else:
             source, target = text, DEFAULT_INPUT_PATH
-    return _source(source, "--input") | {"path": target}
+    return _source(source, "--input", upload) | {"path": target}
 
 
 def _output(text: str) -> dict[str, Any]:
@@ -141,7 +159,7 @@ def selectors(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def _common_spec(args: argparse.Namespace) -> dict[str, Any]:
+def _common_spec(args: argparse.Namespace, upload: Upload | None) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     names = {"cpu": "CPU", "memory": "Memory", "disk": "Disk", "gpu": "GPU"}
     resources = {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag)}
@@ -166,12 +184,12 @@ def _common_spec(args: argparse.Namespace) -> dict[str, Any]:
     if any(v is not None for v in sharding.values()):
         spec["Sharding"] = {k: v for k, v in sharding.items() if v is not None}
     if args.input:
-        spec["inputs"] = [_input(i) for i in args.input]
+        spec["inputs"] = [_input(i, upload) for i in args.input]
     spec["outputs"] = [_output(o) for o in args.output or [DEFAULT_OUTPUT]]
     return spec
 
 
-def docker_job(args: argparse.Namespace) -> Job:
+def docker_job(args: argparse.Namespace, upload: Upload | None = None) -> Job:
     """IMAGE [-- CMD ARGS...]: the command (after --entrypoint, when given) becomes Docker.Entrypoint,
     v1beta1's only command field; with neither, the image's own entrypoint runs."""
     entrypoint = ([args.entrypoint] if args.entrypoint else []) + rest(args.command)
@@ -182,13 +200,14 @@ def docker_job(args: argparse.Namespace) -> Job:
         docker["EnvironmentVariables"] = _env(args.env)
     if args.workdir:
         docker["WorkingDirectory"] = args.workdir
-    return _job({"Engine": "Docker", "Docker": docker} | _common_spec(args))
+    return _job({"Engine": "Docker", "Docker": docker} | _common_spec(args, upload))
 
 
-def wasm_job(args: argparse.Namespace) -> Job:
-    """MODULE [ARGS...]: a local .wasm file is sent inline; ARGS become Wasm.Parameters."""
+def wasm_job(args: argparse.Namespace, upload: Upload | None = None) -> Job:
+    """MODULE [ARGS...]: a local .wasm file is sent inline (or uploaded when larger); ARGS become
+    Wasm.Parameters."""
     wasm: dict[str, Any] = {
-        "EntryModule": _source(args.module, "MODULE"),
+        "EntryModule": _source(args.module, "MODULE", upload),
         "EntryPoint": args.entry_point,
         "Parameters": rest(args.args),
     }
@@ -199,8 +218,8 @@ def wasm_job(args: argparse.Namespace) -> Job:
     if env:
         wasm["EnvironmentVariables"] = env
     if args.import_module:
-        wasm["ImportModules"] = [_source(m, "--import-module") for m in args.import_module]
-    return _job({"Engine": "Wasm", "Wasm": wasm} | _common_spec(args))
+        wasm["ImportModules"] = [_source(m, "--import-module", upload) for m in args.import_module]
+    return _job({"Engine": "Wasm", "Wasm": wasm} | _common_spec(args, upload))
 
 
 def rest(words: list[str]) -> list[str]:

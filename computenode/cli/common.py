@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 import yaml
 
-from computenode.client import DEFAULT_NODE, ClientError, NodeClient, NodeError
+from computenode.client import DEFAULT_NODE, ClientError, NodeClient, NodeError, job_id_of
 from computenode.errors import SpecError
 from computenode.model import Job, parse_job
 from computenode.model.parse import load_document, unknown_keys
 
 OK, FAILED, INVALID = 0, 1, 2
+NO_NODE = 3  # `check` without --config found no node to judge with (1 means "would not bid")
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader went away (`| head`)
 SHORT_ID = 8  # list and describe show IDs this long, like Bacalhau
@@ -192,24 +193,21 @@ def client_options(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_job(client: NodeClient, ref: str) -> str:
-    """The full ID of the job `ref` names: its full ID or any unique prefix."""
+    """The full ID of the job `ref` names: its full ID or any unique prefix of at least 4 characters,
+    which the node resolves (GET /api/v1/jobs/{prefix}: 409 with the matches when it names several)."""
     if not ref:
         raise UsageError("a job ID or prefix is required")
     try:
-        client.job(ref)
-        return ref
+        job = client.job(ref)
     except NodeError as exc:
-        if exc.status != 404:
-            raise
-    matches = sorted({i for i in client.job_ids() if i.startswith(ref)})
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise NodeError(404, f"no job {ref} on the node at {client.base_url}")
-    raise UsageError(
-        f"{ref!r} names {len(matches)} jobs: {', '.join(matches[:5])}{' ...' if len(matches) > 5 else ''};"
-        " give more characters"
-    )
+        if exc.status == 404:
+            hint = " (a prefix needs at least 4 characters)" if len(ref) < 4 else ""
+            raise NodeError(404, f"no job {ref} on the node at {client.base_url}{hint}") from None
+        if exc.status == 409:
+            more = ", ".join(exc.details)
+            raise UsageError(f"{ref!r} names more than one job: {more}; give more characters") from None
+        raise
+    return job_id_of(job) or ref
 
 
 def print_job(job_id: str, job: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from computenode.cli.common import (
     resolve_job,
     short,
 )
+from computenode.cli.transfer import ByteProgress, node_ipfs_api
 from computenode.client import ClientError, NodeClient, fetch_job_results, job_id_of
 
 TERMINAL = ("Completed", "PartialError", "Error", "Cancelled")
@@ -48,13 +50,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    job = build.docker_job(args) if args.engine == "docker" else build.wasm_job(args)
+    with client(args) as node:
+        upload = partial(_upload, node, args)
+        job = build.docker_job(args, upload) if args.engine == "docker" else build.wasm_job(args, upload)
     if args.dry_run:
         sys.stdout.write(build.job_yaml(job))
         return OK
     raw = json.dumps(build.lean(job)).encode()
     wait = args.wait and not args.id_only
     return _submit(args, raw, "application/json", wait=wait, wait_timeout=args.wait_timeout)
+
+
+def _upload(node: NodeClient, args: argparse.Namespace, path: Path) -> str:
+    """A local file too large for Inline, added to the node's kubo; with --dry-run only hashed."""
+    api = node_ipfs_api(node, args.ipfs_api)
+    cid = node.add_to_ipfs(api, path, only_hash=args.dry_run)
+    if not args.dry_run:
+        err(f"{path}: larger than {build.INLINE_LIMIT // 2**20} MiB, added to IPFS at {api} as {cid}")
+    return cid
 
 
 def _submit(args: argparse.Namespace, raw: bytes, kind: str, wait: bool, wait_timeout: float | None) -> int:
@@ -118,16 +131,22 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def _download(
     node: NodeClient, job_id: str, job: dict[str, Any], output_dir: str | None, ipfs: str | None
 ) -> int:
-    from computenode.client import DEFAULT_IPFS_API
-
     out = Path(output_dir or short(job_id))
     if job.get("State") not in TERMINAL:
         err(f"job {job_id} is {job.get('State')}: fetching what is published so far")
-    warnings = fetch_job_results(node, job, out, ipfs or DEFAULT_IPFS_API)
+    shards = job.get("Shards") or []
+    on_ipfs = any(
+        str((s.get("PublishedResults") or {}).get("StorageSource")).lower() == "ipfs" for s in shards
+    )
+    api = node_ipfs_api(node, ipfs) if on_ipfs else (ipfs or "")
+    progress = ByteProgress()
+    try:
+        warnings = fetch_job_results(node, job, out, api, progress)
+    finally:
+        progress.close()
     err(*(f"warning: {w}" for w in warnings))
-    shards = len(job.get("Shards") or [])
-    print(f"job {job_id}: {shards} shard(s) in {out / 'per_shard'}, merged in {out / 'combined'}")
-    return FAILED if warnings and len(warnings) == shards else OK
+    print(f"job {job_id}: {len(shards)} shard(s) in {out / 'per_shard'}, merged in {out / 'combined'}")
+    return FAILED if warnings and len(warnings) == len(shards) else OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -336,7 +355,7 @@ def add_commands(sub: Any, client_options: Any) -> None:
     p.add_argument(
         "--ipfs-api",
         metavar="MULTIADDR",
-        help="kubo RPC API for IPFS results (default /ip4/127.0.0.1/tcp/5001)",
+        help="kubo RPC API for IPFS results (default: the one the node advertises)",
     )
     client_options(p)
     p.set_defaults(func=cmd_get)

@@ -535,6 +535,13 @@ class Store:
         row = await self._read(lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return _job(row) if row is not None else None
 
+    async def job_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` job IDs starting with `prefix`, in ID order: a range over the primary key's
+        index, so resolving a prefix costs the same with ten jobs or a million."""
+        sql = "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+        rows = await self._read(lambda db: db.execute(sql, (prefix, prefix + _TOP, limit)).fetchall())
+        return [row["id"] for row in rows]
+
     async def find_client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
         """`client_id`'s job `job_id`, or else its newest job whose ID starts with `job_id` when
         that is `prefix_len` characters long (v0.3's short IDs); from the indexes alone."""
