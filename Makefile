@@ -4,6 +4,7 @@
 #                       run every test with the test bed's environment
 #   make run            venv + deps, start dockerd and kubo when they can be had
 #                       (best effort), then run a node with config/computenode.yaml
+#                       and --data-dir ./var/computenode
 #   make services       start the test bed;  make services-down: stop it
 #   make status         what of the test bed answers
 #   make bench          run bench/*.py (not part of `make test`)
@@ -29,15 +30,17 @@ export PIP_NO_INPUT := 1
 .PHONY: help venv deps test run services services-down status bench lint
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 $(VPY):
-	$(PYTHON) -m venv $(VENV)
+	@echo "make: creating the virtualenv $(VENV) ($(PYTHON) -m venv)"
+	@$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changed (the install is editable).
 $(DEPS_STAMP): pyproject.toml | $(VPY)
-	$(VPY) -m pip install -q -e '.[test]'
-	touch $@
+	@echo "make: installing computenode (editable) and its test dependencies into $(VENV)"
+	@$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
 
 venv deps: $(DEPS_STAMP)
 
@@ -57,16 +60,24 @@ test: lint
 
 # Best effort: a node without Docker still runs WASM jobs, one without kubo
 # still runs jobs without IPFS inputs. The node uses the test bed's kubo unless
-# COMPUTENODE_STORAGE__IPFS__API is already set.
+# COMPUTENODE_STORAGE__IPFS__API is already set. One line per step; the test bed's
+# own progress goes to $(RUN_TESTBED_LOG).
+RUN_DATA_DIR ?= ./var/computenode
+RUN_TESTBED_LOG := var/make-run-testbed.log
 run: $(DEPS_STAMP)
-	$(TESTBED) up docker ipfs --best-effort >/dev/null || true; \
+	@mkdir -p var; \
+	echo "make run: starting dockerd and kubo from the test bed when they can be had (output: $(RUN_TESTBED_LOG))"; \
+	$(TESTBED) up docker ipfs --best-effort >/dev/null 2>$(RUN_TESTBED_LOG) || true; \
 	eval "$$($(TESTBED) env)"; \
 	if [ -z "$${COMPUTENODE_STORAGE__IPFS__API:-}" ] && [ -n "$${COMPUTENODE_TEST_IPFS_API:-}" ] \
 	   && curl -fsS --max-time 2 -X POST -o /dev/null "http://$$(echo "$$COMPUTENODE_TEST_IPFS_API" | sed -E 's#^/ip4/([^/]+)/tcp/([0-9]+)$$#\1:\2#')/api/v0/version" 2>/dev/null; then \
 	    export COMPUTENODE_STORAGE__IPFS__API="$$COMPUTENODE_TEST_IPFS_API"; \
-	    echo "make run: IPFS API $$COMPUTENODE_STORAGE__IPFS__API (the test bed's kubo)"; \
 	fi; \
-	exec $(VENV)/bin/computenode run --config $(CONFIG)
+	$(VPY) -c 'import sys; from computenode.config import load_settings; s = load_settings(sys.argv[1], {"node.data_dir": sys.argv[2]}); \
+	print(f"make run: starting computenode run --config {sys.argv[1]} --data-dir {sys.argv[2]}: Docker at {s.engines.docker.host}, IPFS API {s.storage.ipfs.api}"); \
+	print(f"make run: the node listens on http://{s.api.listen} (dashboard /, API /api/v1); data in {s.node.data_dir}; its logs follow on stderr, Ctrl-C stops it")' \
+	    "$(CONFIG)" "$(RUN_DATA_DIR)"; \
+	exec $(VENV)/bin/computenode run --config $(CONFIG) --data-dir $(RUN_DATA_DIR)
 
 bench: $(DEPS_STAMP)
 	$(TESTBED) up >/dev/null; \

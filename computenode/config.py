@@ -7,6 +7,7 @@ Each component receives only its own section.
 
 from __future__ import annotations
 
+import os
 import re
 from contextvars import ContextVar
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -65,15 +66,33 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def default_data_dir() -> Path:
+    """/var/lib/computenode for root (as the systemd unit's StateDirectory), else the user's XDG
+    state directory: a node run by hand never writes into the directory it was started from."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/computenode")
+    state = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "computenode"
+
+
 class NodeConfig(Section):
     id: str = ""  # empty: generated once and kept in data_dir
     labels: dict[str, str] = Field(default_factory=dict)
-    data_dir: Path = Path("/var/lib/computenode")
+    data_dir: Path = Field(default_factory=default_data_dir)  # "" in a file: this default too
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v: Any) -> Any:
+        # config/computenode.yaml writes data_dir: "" (every key is listed there); Path("") would be
+        # the current directory.
+        return default_data_dir() if v == "" or v is None else v
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
-        # A relative data_dir (the repo's config uses ./var/computenode) means relative to the
+        # A relative data_dir (`make run` passes --data-dir ./var/computenode) means relative to the
         # directory the node was started from; fix it now so a later chdir cannot move it.
         return v.expanduser().absolute()
 

@@ -183,6 +183,8 @@ class NodeProcess:
     """`computenode run` in a subprocess, its JSON log lines collected as they come."""
 
     def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        if "--data-dir" not in args:  # as `make run` does: the repo config leaves data_dir to the default
+            args = (*args, "--data-dir", str(tmp / "var" / "computenode"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "computenode.cli", "run", *args], cwd=tmp, env=env or clean_env(),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -239,7 +241,7 @@ def test_run_answers_healthz_and_stops_on_a_signal(tmp_path: Path, sig: int) -> 
     assert took < 20
     ready = [json.loads(line) for line in node.lines if '"node ready"' in line]
     assert len(ready) == 1 and ready[0]["level"] == "info"
-    assert (tmp_path / "var" / "computenode").is_dir()  # the repo config's relative data_dir
+    assert (tmp_path / "var" / "computenode").is_dir()  # --data-dir, relative to the current dir
 
 
 def test_run_flags_override_the_config(tmp_path: Path) -> None:
@@ -268,7 +270,8 @@ def test_run_port_in_use(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "computenode.cli", "run", "--config", str(REPO_CONFIG), "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "computenode.cli", "run", "--config", str(REPO_CONFIG), "--listen", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data")],
             capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=60,
         )  # fmt: skip
     assert done.returncode == 1
@@ -516,7 +519,7 @@ def test_run_port_in_use_names_the_option(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = cli("run", "--config", str(REPO_CONFIG), cwd=tmp_path,
+        done = cli("run", "--config", str(REPO_CONFIG), "--data-dir", str(tmp_path / "data"), cwd=tmp_path,
                    env=clean_env(COMPUTENODE_API__LISTEN=f"127.0.0.1:{port}"))  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert (

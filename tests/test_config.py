@@ -39,15 +39,28 @@ def fields_of(exc: SpecError) -> list[str]:
 # -- the repo's config file -------------------------------------------------------------------------
 
 
-def test_repo_config_is_the_defaults_but_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repo_config_is_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     loaded, defaults = load_settings(REPO_CONFIG), Settings()
-    assert loaded.node.data_dir == tmp_path / "var" / "computenode"  # relative to the current dir
-    assert defaults.node.data_dir == Path("/var/lib/computenode")
     for section in Settings.model_fields:
-        if section != "node":
-            assert getattr(loaded, section) == getattr(defaults, section), section
-    assert loaded.node.model_copy(update={"data_dir": defaults.node.data_dir}) == defaults.node
+        assert getattr(loaded, section) == getattr(defaults, section), section
+    assert not loaded.node.data_dir.is_relative_to(tmp_path)  # never the current directory
+
+
+def test_default_data_dir_root_and_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert Settings().node.data_dir == Path("/var/lib/computenode")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert Settings().node.data_dir == tmp_path / "state" / "computenode"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings().node.data_dir == tmp_path / "home" / ".local" / "state" / "computenode"
+    monkeypatch.chdir(tmp_path)
+    assert (
+        load_settings(None, {"node.data_dir": "./var/computenode"}).node.data_dir
+        == tmp_path / "var" / "computenode"
+    )
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -109,7 +122,7 @@ def test_fixed_keys_as_architecture_writes_them() -> None:
     for key, value in FIXED.items():
         assert _lookup(doc, key) == value, key
     assert _lookup(doc, "node.labels") == {}
-    assert _lookup(doc, "node.data_dir") == "./var/computenode"
+    assert _lookup(doc, "node.data_dir") == ""
 
 
 # -- environment ------------------------------------------------------------------------------------

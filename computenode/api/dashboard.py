@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import html
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from computenode.model import ResourceUsageData
-from computenode.model.quantity import format_bytes
 
 if TYPE_CHECKING:
     from computenode.api.base import NodeView
@@ -21,12 +21,63 @@ table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bott
 
 
 PAGE = 100  # active executions shown
+_WIRE_KEYS = ("ExecutionID", "JobID", "Stage")  # progress fields the row already shows
+
+
+def size(n: float) -> str:
+    """Bytes in binary units with one decimal: 1.5 GiB, 100.0 MiB, 512 B."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def duration(seconds: float) -> str:
+    """2h 5m, 3m 20s, 4.2 s."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m}m" if h else f"{m}m {s}s"
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 def _fmt(resource: str, value: float) -> str:
     if resource in ("Memory", "Disk"):
-        return format_bytes(int(value)) if value else "0"
-    return f"{value:g}"
+        return size(value)
+    if resource == "CPU":
+        return f"{value:g} cores" if value != 1 else "1 core"
+    return f"{value:g}"  # GPUs are counted
+
+
+def _detail(key: str, value: object) -> str:
+    """A progress field for people: sizes in binary units, rates per second, times as durations."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low = key.lower()
+        if "rate" in low:
+            return f"{size(value)}/s"
+        if "bytes" in low or "size" in low:
+            return size(value)
+        if "elapsed" in low or "seconds" in low:
+            return duration(value)
+    if isinstance(value, bool):
+        return yes_no(value)
+    return html.escape(str(value))
+
+
+def progress_text(progress: dict[str, object] | None) -> str:
+    if not progress:
+        return ""
+    details = ", ".join(
+        f"{html.escape(k)} {_detail(k, v)}"
+        for k, v in progress.items()
+        if k not in _WIRE_KEYS and v not in ("", None)
+    )
+    stage = html.escape(str(progress.get("Stage", "")))
+    return f"<b>{stage}</b>" + (f" ({details})" if details else "")
 
 
 def _bars(total: ResourceUsageData, running: ResourceUsageData, reserved: ResourceUsageData) -> str:
@@ -37,6 +88,7 @@ def _bars(total: ResourceUsageData, running: ResourceUsageData, reserved: Resour
             continue
         run_pct = min(100.0, 100 * r[key] / t[key])
         res_pct = min(100.0 - run_pct, 100 * p[key] / t[key])
+        # The text column says everything the bar shows, for a reader without CSS.
         rows.append(
             f"<tr><th>{key}</th><td><span class=bar><span class=run style='width:{run_pct:.1f}%'></span>"
             f"<span class=res style='left:{run_pct:.1f}%;width:{res_pct:.1f}%'></span></span></td>"
@@ -45,18 +97,35 @@ def _bars(total: ResourceUsageData, running: ResourceUsageData, reserved: Resour
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _execution_rows(executions: list[Execution]) -> str:
+def _links(ex: Execution) -> str:
+    """The execution's record, its logs and, once published, its results."""
+    base = f"/api/v1/executions/{html.escape(ex.id)}"
+    links = [f"<a href='{base}'>details</a>", f"<a href='{base}/logs'>stdout</a>", f"<a href='{base}/logs?stream=stderr'>stderr</a>"]  # fmt: skip
+    pub = ex.published
+    if pub is not None and pub.url:
+        links.append(f"<a href='{html.escape(pub.url)}'>results</a>")
+    elif pub is not None and pub.cid:
+        links.append(f"results: IPFS <code>{html.escape(pub.cid)}</code>")
+    return " · ".join(links)
+
+
+def _execution_rows(executions: list[Execution], progress: Callable[[str], dict[str, Any] | None]) -> str:
     now = time.time()
     rows = []
     for ex in executions:
         end = ex.updated_at if ex.state.is_terminal else now
-        rows.append(
-            f"<tr><td><code>{html.escape(ex.id)}</code></td><td><code>{html.escape(ex.job_id)}</code></td>"
-            f"<td>{ex.shard_index}</td><td>{ex.state.value}</td><td>{end - ex.created_at:.1f} s</td>"
-            f"<td>{html.escape(ex.comment)}</td></tr>"
+        note = (
+            html.escape(ex.comment)
+            if ex.state.is_terminal
+            else progress_text(progress(ex.id)) or html.escape(ex.comment)
         )
-    head = "".join(f"<th>{h}</th>" for h in ("Execution", "Job", "Shard", "State", "Duration", "Comment"))
-    head = f"<tr>{head}</tr>"
+        rows.append(
+            f"<tr id='ex-{html.escape(ex.id)}'><td><code>{html.escape(ex.id)}</code></td><td><code>{html.escape(ex.job_id)}</code></td>"
+            f"<td>{ex.shard_index}</td><td>{ex.state.value}</td><td>{duration(end - ex.created_at)}</td>"
+            f"<td>{note}</td><td>{_links(ex)}</td></tr>"
+        )
+    names = ("Execution", "Job", "Shard", "State", "Duration", "Progress or comment", "Links")
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in names) + "</tr>"
     return "<table>" + head + "".join(rows) + "</table>" if rows else "<p>None.</p>"
 
 
@@ -70,20 +139,20 @@ async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> st
     assert isinstance(checks, dict)
     check_rows = "".join(
         f"<tr><th>{html.escape(name)}</th><td class={'ok' if c['ok'] else 'bad'}>"
-        f"{'ok' if c['ok'] else html.escape(str(c.get('reason', 'down')))}</td></tr>"
+        f"{'ok' if c['ok'] else 'down: ' + html.escape(str(c.get('reason', 'down')))}</td></tr>"
         for name, c in checks.items()
     )
     labels = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(node.labels.items()))
     node_id = html.escape(node.node_id)
     status = f"<b class={'ok' if code == 200 else 'bad'}>{html.escape(str(ready['status']))}</b>"
-    counts = f"Running {cap.running_executions} · Queued {cap.queued_executions} · Draining {node.draining}"
+    counts = f"Running {cap.running_executions} · Queued {cap.queued_executions} · Draining {yes_no(node.draining)}"
     return f"""<!doctype html><html><head><meta charset=utf-8><title>computenode {node_id}</title>
 <meta http-equiv=refresh content=5><style>{_CSS}</style></head><body>
 <h1>computenode <code id=node-id>{node_id}</code></h1>
 <p>Labels: {labels or "(none)"} · Readiness: {status}
 · {counts}</p>
 <h2>Capacity</h2>{_bars(cap.total, cap.running, cap.reserved)}
-<h2>Active executions</h2>{_execution_rows(active)}
-<h2>Recent executions</h2>{_execution_rows(recent)}
+<h2>Active executions</h2>{_execution_rows(active, node.events.latest_progress)}
+<h2>Recent executions</h2>{_execution_rows(recent, node.events.latest_progress)}
 <h2>Dependencies</h2><table>{check_rows}</table>
 </body></html>"""

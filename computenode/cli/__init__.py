@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from computenode.cli import jobs
+from computenode.cli import install, jobs
 from computenode.cli.common import (
     BROKEN_PIPE,
     FAILED,
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = config_sub.add_parser("validate", help="check a YAML config; one line per wrong field, exit 2")
     v.add_argument("file", metavar="FILE")
     v.set_defaults(func=cmd_config_validate)
+    install.add_config_commands(config_sub)
+    install.add_commands(sub)
 
     p = sub.add_parser("version", help="print the client's and the node's version")
     p.add_argument("--client-only", action="store_true", help="do not ask the node")
