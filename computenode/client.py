@@ -87,6 +87,11 @@ class NodeClient:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), follow_redirects=True)
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header this client sends (empty without a token), for streams it opens."""
+        return dict(self._auth)
+
     def close(self) -> None:
         self.http.close()
 

@@ -98,7 +98,7 @@ class ProgressDisplay:
         self, node: NodeClient, job_id: str, executions: list[dict[str, Any]], out: TextIO, live: bool
     ) -> None:
         self.base_url = node.base_url
-        self.headers = dict(node._auth)  # the bearer token the NodeClient was given
+        self.headers = node.auth_headers
         self.job_id = job_id
         self.executions = [str(e.get("ExecutionID")) for e in executions if e.get("ExecutionID")]
         self.out = out
