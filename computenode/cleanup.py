@@ -67,10 +67,12 @@ class Cleaner:
         published_root: Path,
         retention: RetentionConfig,
         batch: int = BATCH,
+        logs_root: Path | None = None,
     ) -> None:
         self.store = store
         self.executions_root = executions_root
         self.published_root = published_root
+        self.logs_root = logs_root or executions_root.parent / "logs"
         self.retention = retention
         self.batch = batch
 
@@ -80,13 +82,19 @@ class Cleaner:
     def archive(self, execution_id: str) -> Path:
         return self.published_root / f"{execution_id}{ARCHIVE_SUFFIX}"  # LocalPublisher.path_for
 
+    def results(self, execution_id: str) -> list[Path]:
+        """What a published execution leaves: its archive and its kept logs (Runner.kept_log)."""
+        return [self.archive(execution_id), self.logs_root / execution_id]
+
     async def run(self, now: float | None = None) -> Swept:
         """One pass; `now` (a time.time()) is for tests."""
         now = time.time() if now is None else now
         r, out = self.retention, Swept()
-        await self._sweep(out, DIRS_CURSOR, now - max(r.keep_failed_for, SWEEP_GRACE_S), self.work_dir)
+        await self._sweep(
+            out, DIRS_CURSOR, now - max(r.keep_failed_for, SWEEP_GRACE_S), lambda e: [self.work_dir(e)]
+        )
         if r.results_max_age > 0:
-            await self._sweep(out, ARCHIVES_CURSOR, now - r.results_max_age, self.archive)
+            await self._sweep(out, ARCHIVES_CURSOR, now - r.results_max_age, self.results)
         if r.history_for > 0:
             await self._expire(out, now - r.history_for)
         if out:
@@ -100,14 +108,14 @@ class Cleaner:
             )
         return out
 
-    async def _sweep(self, out: Swept, key: str, until: float, path: Callable[[str], Path]) -> None:
-        """Remove `path(id)` of every execution that ended after the cursor `key` and by `until`."""
+    async def _sweep(self, out: Swept, key: str, until: float, paths: Callable[[str], list[Path]]) -> None:
+        """Remove `paths(id)` of every execution that ended after the cursor `key` and by `until`."""
         cursor = _cursor(await self.store.get_meta(key))
         while True:
             rows = await self.store.ended_after(cursor, until, self.batch)
             if not rows:
                 return
-            freed, removed = await asyncio.to_thread(_remove_all, [path(eid) for _, eid in rows])
+            freed, removed = await asyncio.to_thread(_remove_all, [p for _, eid in rows for p in paths(eid)])
             out.bytes_freed, out.paths = out.bytes_freed + freed, out.paths + removed
             cursor = rows[-1]
             await self.store.set_meta(key, f"{cursor[0]!r} {cursor[1]}")
@@ -122,7 +130,7 @@ class Cleaner:
             if not found:
                 continue
             eids = [eid for ids in found.values() for eid in ids]
-            paths = [self.work_dir(e) for e in eids] + [self.archive(e) for e in eids]
+            paths = [self.work_dir(e) for e in eids] + [p for e in eids for p in self.results(e)]
             freed, removed = await asyncio.to_thread(_remove_all, paths)
             jobs, executions = await self.store.delete_jobs(list(found), before)
             out.bytes_freed, out.paths = out.bytes_freed + freed, out.paths + removed
@@ -133,8 +141,9 @@ class Cleaner:
         """Remove work dirs and archives of executions the store does not know (at start-up: one
         listing of each directory, looked up BATCH names at a time)."""
         out = Swept()
-        names = await asyncio.to_thread(_names, self.executions_root)
-        await self._orphans(out, {name: self.executions_root / name for name in names})
+        for root in (self.executions_root, self.logs_root):
+            names = await asyncio.to_thread(_names, root)
+            await self._orphans(out, {name: root / name for name in names})
         archives: dict[str, Path] = {}
         stray: list[Path] = []
         for name in await asyncio.to_thread(_names, self.published_root):

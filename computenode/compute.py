@@ -344,7 +344,7 @@ class Compute:
                 "on_publish_complete",
                 {**self._meta(ex), "PublishResult": published.to_wire()},
             )
-            await self.runner.remove(execution_id)
+            await self.runner.keep_logs_and_remove(execution_id)
         except InvalidTransition:
             pass
         except asyncio.CancelledError:

@@ -164,7 +164,10 @@ class Node:
         return sorted(e.value for e in up)
 
     def log_path(self, execution_id: str, stream: str) -> Path:
-        return self.compute.runner.results_dir(execution_id) / stream
+        """The stream's file: in the results dir while the execution has one, else the copy kept
+        after publishing. Blocking (it looks at the disk): call it in a thread."""
+        live = self.compute.runner.results_dir(execution_id) / stream
+        return live if live.exists() else self.compute.runner.kept_log(execution_id, stream)
 
     def results_archive(self, execution_id: str) -> Path | None:
         from computenode.publishers.local import LocalPublisher
@@ -376,7 +379,8 @@ class Node:
         """A cleanup pass (cleanup.py); the first one of this process also sweeps orphaned files."""
         if self.cleaner is None:
             executions, published = self.data_dir / "executions", self.data_dir / "published"
-            self.cleaner = Cleaner(self.store, executions, published, self.settings.retention)
+            logs = self.compute.runner.logs_root
+            self.cleaner = Cleaner(self.store, executions, published, self.settings.retention, logs_root=logs)
             freed = await clean(self.cleaner, orphans=True)
         else:
             freed = await clean(self.cleaner)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -67,6 +68,7 @@ class Runner:
         node_id: str,
         work_root: Path,
         backends: Backends,
+        logs_root: Path | None = None,
         plans: ShardPlans,
         default_publisher: Publisher,
         default_timeout_s: float,
@@ -76,6 +78,7 @@ class Runner:
     ) -> None:
         self.node_id = node_id
         self.work_root = work_root
+        self.logs_root = logs_root or work_root.parent / "logs"
         self.executors = backends.executors
         self.storage = backends.storage
         self.verifiers = backends.verifiers
@@ -215,6 +218,24 @@ class Runner:
     async def remove(self, execution_id: str) -> None:
         """Delete the execution's work dir (results included)."""
         await asyncio.to_thread(shutil.rmtree, self.work_dir(execution_id), True)
+
+    def kept_log(self, execution_id: str, stream: str) -> Path:
+        return self.logs_root / execution_id / stream
+
+    async def keep_logs_and_remove(self, execution_id: str) -> None:
+        """After publishing: keep the whole stdout and stderr (`logs` reads them until
+        retention.results_max_age), delete the rest of the work dir."""
+        await asyncio.to_thread(self._keep_logs, execution_id)
+        await self.remove(execution_id)
+
+    def _keep_logs(self, execution_id: str) -> None:
+        kept = self.logs_root / execution_id
+        kept.mkdir(parents=True, exist_ok=True)
+        for stream in ("stdout", "stderr"):
+            try:
+                os.replace(self.results_dir(execution_id) / stream, kept / stream)
+            except FileNotFoundError:
+                pass
 
     def verify(self, verifier: Verifier, proposals: dict[str, bytes], confidence: int) -> dict[str, bool]:
         return self.verifiers[verifier].verify(proposals, confidence)

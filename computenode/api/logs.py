@@ -6,6 +6,7 @@ A log file can be gigabytes: it is read in bounded chunks in a thread, never on 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,10 @@ async def stream_logs(node: NodeView, request: web.Request) -> web.StreamRespons
     if stream not in ("stdout", "stderr"):
         stream = "stdout"
     follow = request.query.get("follow", "").lower() in ("1", "true", "yes")
-    path = node.log_path(eid, stream)
+
+    def path() -> Path:  # looked up per read: the file moves when the execution is published
+        return node.log_path(eid, stream)
+
     resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await resp.prepare(request)
     offset = 0
@@ -39,7 +43,7 @@ async def stream_logs(node: NodeView, request: web.Request) -> web.StreamRespons
                 offset = await _send_from(path, offset, resp)
             break
         await asyncio.sleep(POLL_S)
-    if offset == 0 and ex.run_output is not None and not await asyncio.to_thread(path.exists):
+    if offset == 0 and ex.run_output is not None and not await asyncio.to_thread(lambda: path().exists()):
         # The results dir is gone (cleaned up): what the store kept of the output.
         text = ex.run_output.stdout if stream == "stdout" else ex.run_output.stderr
         await resp.write(text.encode())
@@ -47,7 +51,7 @@ async def stream_logs(node: NodeView, request: web.Request) -> web.StreamRespons
     return resp
 
 
-async def _send_from(path: Path, offset: int, resp: web.StreamResponse) -> int:
+async def _send_from(path: Callable[[], Path], offset: int, resp: web.StreamResponse) -> int:
     """Send path's bytes from offset to its current end; the new offset."""
     while chunk := await asyncio.to_thread(_read_chunk, path, offset):
         await resp.write(chunk)
@@ -55,9 +59,9 @@ async def _send_from(path: Path, offset: int, resp: web.StreamResponse) -> int:
     return offset
 
 
-def _read_chunk(path: Path, offset: int) -> bytes:
+def _read_chunk(path: Callable[[], Path], offset: int) -> bytes:
     try:
-        with path.open("rb") as f:
+        with path().open("rb") as f:
             f.seek(offset)
             return f.read(CHUNK)
     except FileNotFoundError:

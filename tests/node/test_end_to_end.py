@@ -110,3 +110,23 @@ async def test_deterministic_verification_rejects_disagreeing_results(make_node,
     executions = (await rn.http.get(f"/api/v1/executions?job_id={job_id}")).json()["Executions"]
     assert [e["State"] for e in executions] == ["Failed", "Failed"]
     assert all("differs" in e["Comment"] for e in executions)
+
+
+async def test_logs_of_a_published_execution_are_whole(make_node, docker_host: str) -> None:
+    """After publishing, `logs` still gives the whole stdout, not the 2048 bytes kept inline."""
+    rn: RunningNode = await make_node(engines={"docker": {"enabled": True, "host": docker_host}})
+    script = "yes xxxxxxxxx | head -c 10000"
+    job = {
+        "Spec": {
+            "Engine": "Docker",
+            "Publisher": "Local",
+            "Docker": {"Image": BUSYBOX, "Entrypoint": ["sh", "-c", script]},
+        }
+    }
+    created = await rn.http.post("/api/v1/jobs", json=job)
+    body = await rn.wait_job(created.json()["JobID"])
+    assert body["State"] == "Completed", body
+    eid = body["Shards"][0]["ExecutionId"]
+    logs = await rn.http.get(f"/api/v1/executions/{eid}/logs")
+    assert logs.status_code == 200 and logs.text == ("xxxxxxxxx\n" * 1000)[:10000]
+    assert not rn.node.compute.runner.work_dir(eid).exists()  # the rest of the work dir is gone
