@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from computenode.api.views import job_state  # pure: the job's state from its executions, as GET shows it
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
 from computenode.config import LimitsConfig
@@ -151,7 +150,8 @@ class Compute:
             raise Rejected([id_deleted(job.id)]) from None
         if (stored.owned, stored.requester, stored.spec_hash) != (owned, requester, rec.spec_hash):
             raise Rejected([id_conflict(job.id)])
-        self._cache(Job.model_validate_json(stored.job_json))
+        # The job just stored is `job` itself: cached without parsing its JSON back.
+        self._cache(job if stored.job_json == rec.job_json else Job.model_validate_json(stored.job_json))
         return stored
 
     # -- bids ---------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ class Compute:
                 },
             )
             if ex.owned:
-                await self._verify_owned(ex.job_id, ex.shard_index)
+                await self._verify_owned(ex.job_id, ex.shard_index, proposed=ex)
         except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
             log.info(
                 "execution changed under its task", extra={"execution_id": execution_id, "reason": str(exc)}
@@ -422,9 +422,15 @@ class Compute:
         log.info("retrying shard", extra={"job_id": ex.job_id, "shard_index": ex.shard_index})
         await self._own(await self.job(ex.job_id), ex.shard_index, ex.usage, ex.attempt + 1)
 
-    async def _verify_owned(self, job_id: str, shard_index: int) -> None:
+    async def _verify_owned(self, job_id: str, shard_index: int, proposed: Execution | None = None) -> None:
+        """Verify the shard once none of its executions is still to propose. `proposed`: the
+        execution that has just proposed; with one copy per shard it is the shard's only one
+        not ended (a retry is made only as its attempt fails), so the store is not read."""
         job = await self.job(job_id)
-        shard = [e for e in await self.store.executions(job_id=job_id) if e.shard_index == shard_index]
+        if proposed is not None and job.spec.deal.concurrency <= 1:
+            shard = [proposed]
+        else:
+            shard = [e for e in await self.store.executions(job_id=job_id) if e.shard_index == shard_index]
         if any(e.state in (S.CREATED, S.BID_ACCEPTED, S.RUNNING) for e in shard):
             return  # wait for the shard's other executions
         waiting = {e.id: e.proposal for e in shard if e.state is S.WAITING_VERIFICATION}
@@ -508,13 +514,17 @@ class Compute:
         self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
 
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
-        ex = await self.store.transition(execution_id, new, comment, **kw)
+        ex, job_now = await self.store.move(execution_id, new, comment, **kw)
         self.metrics.transitions.labels(new.value).inc()
         where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
         log.info("execution %s", new.value, extra={**where, "comment": comment})
         self.events.execution(ex.id, ex.job_id, ex.shard_index, new.value, comment)
         if new.is_terminal:
-            await self._publish_job_state(ex.job_id)
+            # The job's state as the move's own transaction stored it: after an execution ended the
+            # job may have ended. Only a terminal state is published here; InProgress is published
+            # by the moves that make it so.
+            if job_now.value in TERMINAL_JOB_STATES:
+                self.events.job(ex.job_id, job_now.value)
         else:
             self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
         async with self._changed:
@@ -522,16 +532,14 @@ class Compute:
         return ex
 
     async def _publish_job_state(self, job_id: str) -> None:
-        """After an execution ended, the job may have ended: its state from the store. Only a
-        terminal state is published here; InProgress is published by the moves that make it so,
-        and a read that finished after a later move's must not undo it."""
+        """The job's stored state (the store keeps it with each change), published if terminal.
+        Only a terminal state is published here; InProgress is published by the moves that make
+        it so, and a read that finished after a later move's must not undo it."""
         try:
-            executions = await self.store.executions(job_id=job_id)
-            cancelled = (await self.store.get_job(job_id)).cancelled
-        except Exception:  # the move is stored either way; only this event is lost
+            state = (await self.store.get_job(job_id)).state
+        except Exception:  # the change is stored either way; only this event is lost
             log.exception("could not read the job's state for its event", extra={"job_id": job_id})
             return
-        state = job_state(executions, cancelled)
         if state.value in TERMINAL_JOB_STATES:
             self.events.job(job_id, state.value)
 
