@@ -14,8 +14,8 @@ import sqlite3
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from computenode.rules import check_job, check_shards
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.store import Execution, InvalidTransition, JobRecord, Store, Tombstone
+from computenode.store.sqlite import Step
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ S = ExecutionState
 RESTART_REASON = "node restarted"
 ENDED_BADLY = (S.CANCELLED, S.FAILED)
 JOB_CACHE_SIZE = 1024
+DIFFERS = "its result differs from the agreed result"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,13 +265,19 @@ class Compute:
             except ExecutionFailed as exc:
                 await self._fail(ex, exc.reason, exc.result, exc.retryable)
                 return
-            ex = await self._move(
-                execution_id,
-                S.WAITING_VERIFICATION,
-                "result proposed",
-                run_output=outcome.result,
-                proposal=outcome.proposal,
-            )
+            steps: list[Step] = [
+                (
+                    S.WAITING_VERIFICATION,
+                    "result proposed",
+                    {"run_output": outcome.result, "proposal": outcome.proposal},
+                )
+            ]
+            # An owned shard run once: its result is the shard's only one, so it is verified now and
+            # the verdict's moves are stored with the proposal, in one write.
+            alone = ex.owned and job.spec.deal.concurrency <= 1
+            if alone:
+                steps += self._verdict_steps(job, ex.id, outcome.proposal)
+            ex = await self._moves(execution_id, steps)
             await self.callbacks.send(
                 ex.callback_url,
                 "on_run_complete",
@@ -279,8 +287,10 @@ class Compute:
                     "RunCommandResult": outcome.result.to_wire(),
                 },
             )
-            if ex.owned:
-                await self._verify_owned(ex.job_id, ex.shard_index, proposed=ex)
+            if alone:
+                await self._after_verdict(ex)
+            elif ex.owned:
+                await self._verify_owned(ex.job_id, ex.shard_index)
         except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
             log.info(
                 "execution changed under its task", extra={"execution_id": execution_id, "reason": str(exc)}
@@ -329,9 +339,10 @@ class Compute:
         await self.runner.remove(execution_id)
         return ex
 
-    async def _publish(self, execution_id: str) -> None:
+    async def _publish(self, execution_id: str, publishing: Execution | None = None) -> None:
+        """Publish the results; `publishing`: the execution already moved to Publishing."""
         try:
-            ex = await self._move(execution_id, S.PUBLISHING, "publishing")
+            ex = publishing or await self._move(execution_id, S.PUBLISHING, "publishing")
             job = await self.job(ex.job_id)
             try:
                 published = await self.runner.publish(ex, job)
@@ -404,16 +415,35 @@ class Compute:
         return job, made
 
     async def _own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> Execution:
-        resp = await self._bid(job, index, usage, [], "", owned=True, attempt=attempt)
-        if not resp.accepted:
+        """A new execution of a shard this node owns, made and accepted in one store write (its
+        history still has both steps)."""
+        eid = "e-" + str(uuid.uuid4())
+        reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
+        self.metrics.bids.labels(
+            "rejected" if reasons else "accepted", reason_kind(reasons[0]) if reasons else ""
+        ).inc()
+        ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
+        if reasons:
             # The job was admitted as a whole: later shards wait in the queue past its capacity.
-            eid = "e-" + str(uuid.uuid4())
-            ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
-            await self._create(ex, "queued beyond queue capacity")
-            await self._move(eid, S.BID_ACCEPTED, "accepted by this node (owner)")
-            self.scheduler.enqueue(eid, usage)
-            return await self.store.get(eid)
-        return await self.bid_accepted(resp.execution_id)
+            made, accepted = "queued beyond queue capacity", "accepted by this node (owner)"
+        else:
+            made, accepted = "bid made", "bid accepted"
+            ex = replace(ex, bid_expires_at=time.time() + self.bid_expiry_s)
+        try:
+            done = await self.store.create_moved(ex, made, [(S.BID_ACCEPTED, accepted, {})])
+        except sqlite3.IntegrityError:
+            # The trigger executions_not_tombstoned: retention deleted the job since it was claimed.
+            self.scheduler.release(eid)
+            raise Rejected([id_deleted(job.id)]) from None
+        except BaseException:
+            self.scheduler.release(eid)
+            raise
+        if not reasons:
+            log.info("bid made", extra={"execution_id": eid, "job_id": job.id, "shard_index": index})
+        self.events.execution(eid, job.id, index, S.CREATED.value, made)
+        await self._announce(done[1:], JobState.IN_PROGRESS)
+        self.scheduler.enqueue(eid, usage)  # the reservation's usage when there is one
+        return done[-1]
 
     async def _retry_owned(self, ex: Execution) -> None:
         job_rec = await self.store.get_job(ex.job_id)
@@ -422,15 +452,26 @@ class Compute:
         log.info("retrying shard", extra={"job_id": ex.job_id, "shard_index": ex.shard_index})
         await self._own(await self.job(ex.job_id), ex.shard_index, ex.usage, ex.attempt + 1)
 
-    async def _verify_owned(self, job_id: str, shard_index: int, proposed: Execution | None = None) -> None:
-        """Verify the shard once none of its executions is still to propose. `proposed`: the
-        execution that has just proposed; with one copy per shard it is the shard's only one
-        not ended (a retry is made only as its attempt fails), so the store is not read."""
+    def _verdict_steps(self, job: Job, execution_id: str, proposal: bytes) -> list[Step]:
+        """The moves that follow a shard's only proposal: as _verify_owned decides with one
+        execution waiting (accepted and publishing, or failed)."""
+        ok = job.spec.verifier is Verifier.NOOP or self.runner.verify(
+            job.spec.verifier, {execution_id: proposal}, job.spec.deal.confidence
+        ).get(execution_id, False)
+        if ok:
+            return [(S.RESULT_ACCEPTED, "result accepted", {}), (S.PUBLISHING, "publishing", {})]
+        return [(S.FAILED, f"result rejected: {DIFFERS}", {})]
+
+    async def _after_verdict(self, ex: Execution) -> None:
+        """What result_accepted (then _publish) or result_rejected do after their moves."""
+        if ex.state is S.PUBLISHING:
+            self.tasks[ex.id] = asyncio.create_task(self._publish(ex.id, ex), name=f"publish-{ex.id}")
+        elif ex.state is S.FAILED:
+            await self.runner.remove(ex.id)
+
+    async def _verify_owned(self, job_id: str, shard_index: int) -> None:
         job = await self.job(job_id)
-        if proposed is not None and job.spec.deal.concurrency <= 1:
-            shard = [proposed]
-        else:
-            shard = [e for e in await self.store.executions(job_id=job_id) if e.shard_index == shard_index]
+        shard = [e for e in await self.store.executions(job_id=job_id) if e.shard_index == shard_index]
         if any(e.state in (S.CREATED, S.BID_ACCEPTED, S.RUNNING) for e in shard):
             return  # wait for the shard's other executions
         waiting = {e.id: e.proposal for e in shard if e.state is S.WAITING_VERIFICATION}
@@ -443,7 +484,7 @@ class Compute:
                 if ok:
                     await self.result_accepted(eid)
                 else:
-                    await self.result_rejected(eid, "its result differs from the agreed result")
+                    await self.result_rejected(eid, DIFFERS)
             except InvalidTransition:
                 pass
 
@@ -514,22 +555,34 @@ class Compute:
         self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
 
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
-        ex, job_now = await self.store.move(execution_id, new, comment, **kw)
-        self.metrics.transitions.labels(new.value).inc()
-        where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
-        log.info("execution %s", new.value, extra={**where, "comment": comment})
-        self.events.execution(ex.id, ex.job_id, ex.shard_index, new.value, comment)
-        if new.is_terminal:
+        version = kw.pop("version", None)
+        return await self._moves(execution_id, [(new, comment, kw)], version=version)
+
+    async def _moves(self, execution_id: str, steps: Sequence[Step], version: int | None = None) -> Execution:
+        """Store one or more transitions of an execution (one write), then announce each one."""
+        done, job_now = await self.store.moves(execution_id, steps, version=version)
+        await self._announce(done, job_now)
+        return done[-1]
+
+    async def _announce(self, done: list[Execution], job_now: JobState) -> None:
+        """Metrics, the one log line and the event of each stored transition; the job's event."""
+        for ex in done:
+            state = ex.state.value
+            self.metrics.transitions.labels(state).inc()
+            where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
+            log.info("execution %s", state, extra={**where, "comment": ex.comment})
+            self.events.execution(ex.id, ex.job_id, ex.shard_index, state, ex.comment)
+        last = done[-1]
+        if last.state.is_terminal:
             # The job's state as the move's own transaction stored it: after an execution ended the
             # job may have ended. Only a terminal state is published here; InProgress is published
             # by the moves that make it so.
             if job_now.value in TERMINAL_JOB_STATES:
-                self.events.job(ex.job_id, job_now.value)
+                self.events.job(last.job_id, job_now.value)
         else:
-            self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
+            self.events.job(last.job_id, JobState.IN_PROGRESS.value)
         async with self._changed:
             self._changed.notify_all()
-        return ex
 
     async def _publish_job_state(self, job_id: str) -> None:
         """The job's stored state (the store keeps it with each change), published if terminal.

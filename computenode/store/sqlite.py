@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +43,8 @@ from computenode.store.execution import (
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
 
 T = TypeVar("T")
+# One transition of a multi-step write: the new state, its comment, fields changed with it.
+Step = tuple[ExecutionState, str, Mapping[str, Any]]
 
 # A job's state (model JobState) from its executions, as api/views.py job_state derives it:
 # InProgress while any execution is active; else over each shard's telling execution (a
@@ -490,11 +492,19 @@ class Store:
         await self._call(lambda: self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
     # -- executions -------------------------------------------------------------------------
-    async def create(self, ex: Execution, comment: str = "") -> Execution:
+    async def create(self, ex: Execution, comment: str = "", then: Sequence[Step] = ()) -> Execution:
+        """Store a new execution; with `then`, also move it through those steps in the same
+        transaction, each checked and in its history as moves() does. The execution as stored last."""
+        return (await self.create_moved(ex, comment, then))[-1]
+
+    async def create_moved(
+        self, ex: Execution, comment: str = "", then: Sequence[Step] = ()
+    ) -> list[Execution]:
+        """create(), returning the execution as created and after each step of `then`."""
         now = time.time()
         ex = replace(ex, created_at=now, updated_at=now, comment=comment)
 
-        def q() -> None:
+        def q() -> list[Execution]:
             self.db.execute(
                 "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (ex.id, ex.job_id, ex.shard_index, ex.state.value, ex.version, _encode(ex), now, now),
@@ -502,10 +512,11 @@ class Store:
             self.db.execute(
                 "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
             )
-            self.db.execute(_job_state_sql(ex.state), (ex.job_id,))
+            done = [ex, *self._steps(ex, then, None)]
+            self.db.execute(_job_state_sql(done[-1].state), (ex.job_id,))
+            return done
 
-        await self._call(q)
-        return ex
+        return await self._call(q)
 
     async def get(self, execution_id: str) -> Execution:
         def q(db: sqlite3.Connection) -> Execution:
@@ -578,28 +589,50 @@ class Store:
         **changes: Any,
     ) -> tuple[Execution, JobState]:
         """transition(), with the job's state as that same transaction stored it (no second read)."""
+        done, job_state = await self.moves(execution_id, [(new, comment, changes)], version=version)
+        return done[-1], job_state
 
-        def q() -> tuple[Execution, JobState]:
+    async def moves(
+        self, execution_id: str, steps: Sequence[Step], *, version: int | None = None
+    ) -> tuple[list[Execution], JobState]:
+        """Several transitions of one execution in one transaction (when nothing is to be done
+        between them), each checked and in its history as transition() does; `version` is checked
+        before the first. The execution after each step, and the job's state as stored."""
+
+        def q() -> tuple[list[Execution], JobState]:
             row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
             if row is None:
                 raise NotFound(execution_id)
             cur = _decode(row)
-            _check_move(cur, new, version)
+            done = self._steps(cur, steps, version)
+            row = self.db.execute(
+                _job_state_sql(done[-1].state) + " RETURNING state", (cur.job_id,)
+            ).fetchone()
+            # An execution of a job the store lacks (tests store bare executions): state unknown.
+            return done, JobState(row["state"]) if row is not None else JobState.NEW
+
+        return await self._call(q)
+
+    def _steps(self, cur: Execution, steps: Sequence[Step], version: int | None) -> list[Execution]:
+        """Apply `steps` to `cur` (stored), each checked and written with its history row; on the
+        store thread, inside the caller's transaction."""
+        done: list[Execution] = []
+        for new, comment, changes in steps:
+            _check_move(cur, new, version if not done else None)
             now = time.time()
             nxt = replace(cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes)
             self.db.execute(
-                "UPDATE executions SET state = ?, version = ?, record = ?, updated_at = ? WHERE id = ?",
-                (new.value, nxt.version, _encode(nxt), now, execution_id),
-            )
-            self.db.execute(
                 "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
-                (execution_id, cur.state.value, new.value, comment, now),
+                (cur.id, cur.state.value, new.value, comment, now),
             )
-            row = self.db.execute(_job_state_sql(new) + " RETURNING state", (cur.job_id,)).fetchone()
-            # An execution of a job the store lacks (tests store bare executions): state unknown.
-            return nxt, JobState(row["state"]) if row is not None else JobState.NEW
-
-        return await self._call(q)
+            done.append(nxt)
+            cur = nxt
+        if done:
+            self.db.execute(
+                "UPDATE executions SET state = ?, version = ?, record = ?, updated_at = ? WHERE id = ?",
+                (cur.state.value, cur.version, _encode(cur), cur.updated_at, cur.id),
+            )
+        return done
 
     async def history(self, execution_id: str) -> list[Transition]:
         def q(db: sqlite3.Connection) -> list[Transition]:
