@@ -163,3 +163,29 @@ async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> 
     for i in range(20):
         await store.move(f"e-g{i}", S.CANCELLED, "done")
     assert (await store.get_job("j-g")).state is JobState.CANCELLED
+
+
+async def test_several_transitions_in_one_write_are_each_checked_and_kept(store: Store) -> None:
+    await store.put_job(JobRecord("j-m", "{}", owned=True))
+    ex = await store.create(
+        Execution("e-m", "j-m", 0), "bid made", then=[(S.BID_ACCEPTED, "bid accepted", {})]
+    )
+    assert (ex.state, ex.version, ex.comment) == (S.BID_ACCEPTED, 2, "bid accepted")
+    await store.transition("e-m", S.RUNNING, "running")
+    steps = [(S.WAITING_VERIFICATION, "proposed", {"proposal": b"p"}), (S.RESULT_ACCEPTED, "accepted", {})]
+    with pytest.raises(InvalidTransition, match="from ResultAccepted to Running"):
+        await store.moves("e-m", [*steps, (S.RUNNING, "again", {})])
+    assert (await store.get("e-m")).state is S.RUNNING  # a refused step undoes the whole write
+    done, job = await store.moves("e-m", [*steps, (S.PUBLISHING, "publishing", {})])
+    assert [(e.state, e.version) for e in done] == [
+        (S.WAITING_VERIFICATION, 4), (S.RESULT_ACCEPTED, 5), (S.PUBLISHING, 6),
+    ]  # fmt: skip
+    assert job is JobState.IN_PROGRESS and done[-1].proposal == b"p"
+    assert [(t.new, t.comment) for t in await store.history("e-m")] == [
+        (S.CREATED, "bid made"), (S.BID_ACCEPTED, "bid accepted"), (S.RUNNING, "running"),
+        (S.WAITING_VERIFICATION, "proposed"), (S.RESULT_ACCEPTED, "accepted"), (S.PUBLISHING, "publishing"),
+    ]  # fmt: skip
+    got = await store.get("e-m")
+    assert (got.state, got.version, got.proposal) == (S.PUBLISHING, 6, b"p")
+    done, job = await store.moves("e-m", [(S.COMPLETED, "published", {})])
+    assert job is JobState.COMPLETED
