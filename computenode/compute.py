@@ -32,6 +32,9 @@ from computenode.scheduler import Scheduler
 from computenode.store import Execution, InvalidTransition, JobRecord, Store, Tombstone
 from computenode.store.sqlite import Step
 
+# An execution to make with its first comment and the moves that follow in the same write.
+NewExecution = tuple[Execution, str, list[Step]]
+
 log = logging.getLogger(__name__)
 
 S = ExecutionState
@@ -39,6 +42,7 @@ RESTART_REASON = "node restarted"
 ENDED_BADLY = (S.CANCELLED, S.FAILED)
 JOB_CACHE_SIZE = 1024
 DIFFERS = "its result differs from the agreed result"
+QUEUED_BEYOND = "queued beyond queue capacity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +131,17 @@ class Compute:
             del self._jobs[next(iter(self._jobs))]  # oldest first: a long-lived node must not grow
 
     async def _claim(
-        self, job: Job, owned: bool, client_id: str = "", requester: str = "", submission: str = ""
-    ) -> JobRecord:
+        self,
+        job: Job,
+        owned: bool,
+        client_id: str = "",
+        requester: str = "",
+        submission: str = "",
+        executions: Sequence[NewExecution] = (),
+    ) -> tuple[JobRecord, list[list[Execution]]]:
         """Store the job under its ID; Rejected when the ID is already another job's. The stored
-        record: another job's ID only when the same signed submission was stored first."""
+        record: another job's ID only when the same signed submission was stored first. With
+        `executions`, those are made in the same write when the job is (Store.claim_job_with)."""
         rec = JobRecord(
             job.id,
             job.model_dump_json(by_alias=True),
@@ -141,7 +152,7 @@ class Compute:
             submission=submission,
         )
         try:
-            stored = await self.store.claim_job(rec)
+            stored, made = await self.store.claim_job_with(rec, executions)
         except sqlite3.IntegrityError:
             # The trigger jobs_not_tombstoned (store migration 5): the ID or the signed submission
             # is a deleted job's, deleted after this call looked it up.
@@ -154,7 +165,7 @@ class Compute:
             raise Rejected([id_conflict(job.id)])
         # The job just stored is `job` itself: cached without parsing its JSON back.
         self._cache(job if stored.job_json == rec.job_json else Job.model_validate_json(stored.job_json))
-        return stored
+        return stored, made
 
     # -- bids ---------------------------------------------------------------------------------
     async def ask_for_bid(self, job: Job, shard_indexes: list[int], callback_url: str) -> list[ShardResponse]:
@@ -405,18 +416,27 @@ class Compute:
         if reasons:
             self.metrics.bids.labels("rejected", reason_kind(reasons[0])).inc()
             raise Rejected(reasons)
-        stored = await self._claim(job, owned=True, client_id=client_id, submission=submission)
+        # The job and its executions (each made and accepted) are one store write.
+        planned = [
+            self._plan_own(job, i, decision.usage, 0) for i in range(decision.shards) for _ in range(copies)
+        ]
+        try:
+            stored, made = await self._claim(
+                job, owned=True, client_id=client_id, submission=submission, executions=planned
+            )
+        except BaseException:
+            for ex, _, _ in planned:
+                self.scheduler.release(ex.id)
+            raise
         if stored.id != job.id:  # the same signed submission, sent twice at once: the first one won
+            for ex, _, _ in planned:
+                self.scheduler.release(ex.id)
             return await self.job(stored.id), await self.store.executions(job_id=stored.id)
-        made: list[Execution] = []
-        for index in range(decision.shards):
-            for _ in range(copies):
-                made.append(await self._own(job, index, decision.usage, attempt=0))
-        return job, made
+        return job, [await self._owned(done) for done in made]
 
-    async def _own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> Execution:
-        """A new execution of a shard this node owns, made and accepted in one store write (its
-        history still has both steps)."""
+    def _plan_own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> NewExecution:
+        """A new execution of a shard this node owns, its capacity reserved, to be made and
+        accepted in one store write (its history still has both steps)."""
         eid = "e-" + str(uuid.uuid4())
         reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
         self.metrics.bids.labels(
@@ -425,25 +445,35 @@ class Compute:
         ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
         if reasons:
             # The job was admitted as a whole: later shards wait in the queue past its capacity.
-            made, accepted = "queued beyond queue capacity", "accepted by this node (owner)"
-        else:
-            made, accepted = "bid made", "bid accepted"
-            ex = replace(ex, bid_expires_at=time.time() + self.bid_expiry_s)
+            return ex, QUEUED_BEYOND, [(S.BID_ACCEPTED, "accepted by this node (owner)", {})]
+        ex = replace(ex, bid_expires_at=time.time() + self.bid_expiry_s)
+        return ex, "bid made", [(S.BID_ACCEPTED, "bid accepted", {})]
+
+    async def _owned(self, done: list[Execution]) -> Execution:
+        """Announce an owned execution made and accepted (_plan_own) and queue it."""
+        ex = done[0]
+        if ex.comment != QUEUED_BEYOND:
+            log.info(
+                "bid made", extra={"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
+            )
+        self.events.execution(ex.id, ex.job_id, ex.shard_index, S.CREATED.value, ex.comment)
+        await self._announce(done[1:], JobState.IN_PROGRESS)
+        self.scheduler.enqueue(ex.id, ex.usage)  # the reservation's usage when there is one
+        return done[-1]
+
+    async def _own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> Execution:
+        """_plan_own, stored and queued: another attempt at a shard of a job already stored."""
+        ex, made, then = self._plan_own(job, index, usage, attempt)
         try:
-            done = await self.store.create_moved(ex, made, [(S.BID_ACCEPTED, accepted, {})])
+            done = await self.store.create_moved(ex, made, then)
         except sqlite3.IntegrityError:
             # The trigger executions_not_tombstoned: retention deleted the job since it was claimed.
-            self.scheduler.release(eid)
+            self.scheduler.release(ex.id)
             raise Rejected([id_deleted(job.id)]) from None
         except BaseException:
-            self.scheduler.release(eid)
+            self.scheduler.release(ex.id)
             raise
-        if not reasons:
-            log.info("bid made", extra={"execution_id": eid, "job_id": job.id, "shard_index": index})
-        self.events.execution(eid, job.id, index, S.CREATED.value, made)
-        await self._announce(done[1:], JobState.IN_PROGRESS)
-        self.scheduler.enqueue(eid, usage)  # the reservation's usage when there is one
-        return done[-1]
+        return await self._owned(done)
 
     async def _retry_owned(self, ex: Execution) -> None:
         job_rec = await self.store.get_job(ex.job_id)

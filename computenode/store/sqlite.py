@@ -501,22 +501,22 @@ class Store:
         self, ex: Execution, comment: str = "", then: Sequence[Step] = ()
     ) -> list[Execution]:
         """create(), returning the execution as created and after each step of `then`."""
+        return await self._call(self._insert, ex, comment, then)
+
+    def _insert(self, ex: Execution, comment: str, then: Sequence[Step]) -> list[Execution]:
+        """create_moved() on the store thread, inside the caller's transaction."""
         now = time.time()
         ex = replace(ex, created_at=now, updated_at=now, comment=comment)
-
-        def q() -> list[Execution]:
-            self.db.execute(
-                "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ex.id, ex.job_id, ex.shard_index, ex.state.value, ex.version, _encode(ex), now, now),
-            )
-            self.db.execute(
-                "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
-            )
-            done = [ex, *self._steps(ex, then, None)]
-            self.db.execute(_job_state_sql(done[-1].state), (ex.job_id,))
-            return done
-
-        return await self._call(q)
+        self.db.execute(
+            "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ex.id, ex.job_id, ex.shard_index, ex.state.value, ex.version, _encode(ex), now, now),
+        )
+        self.db.execute(
+            "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
+        )
+        done = [ex, *self._steps(ex, then, None)]
+        self.db.execute(_job_state_sql(done[-1].state), (ex.job_id,))
+        return done
 
     async def get(self, execution_id: str) -> Execution:
         def q(db: sqlite3.Connection) -> Execution:
@@ -667,16 +667,28 @@ class Store:
 
         One transaction, so two offers racing for one ID cannot both win.
         """
+        return (await self.claim_job_with(job, ()))[0]
+
+    async def claim_job_with(
+        self, job: JobRecord, executions: Sequence[tuple[Execution, str, Sequence[Step]]]
+    ) -> tuple[JobRecord, list[list[Execution]]]:
+        """claim_job(), and when `job` is the one stored, its `executions` made in the same
+        transaction as create_moved() makes each; none when the ID or submission was taken."""
         now = time.time()
         job = replace(job, created_at=job.created_at or now, updated_at=now)
 
-        def q() -> JobRecord:
+        def q() -> tuple[JobRecord, list[list[Execution]]]:
             if self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job)).rowcount:
-                return _store_job_extras(self.db, job)
+                stored = _store_job_extras(self.db, job)
+                made = [self._insert(ex, comment, then) for ex, comment, then in executions]
+                if made:  # its state with them (_store_job_extras set it before they existed)
+                    row = self.db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                    stored = replace(stored, state=JobState(row["state"]))
+                return stored, made
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
             if row is None:  # the same signed submission was stored first, under its own ID
                 row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
-            return _job(row)
+            return _job(row), []
 
         return await self._call(q)
 

@@ -342,7 +342,7 @@ async def test_an_owned_job_retries_a_retryable_failure_then_completes(parts: Pa
 
 
 async def test_an_owned_job_keeps_every_step_in_fewer_writes(parts: Parts) -> None:
-    """Made and accepted in one write; proposal, verdict and Publishing in another: the history,
+    """Stored, made and accepted in one write; proposal, verdict and Publishing in another: the history,
     the events and the store's commits show it."""
     c = parts.compute()
     with c.events.subscribe() as sub:
@@ -355,7 +355,7 @@ async def test_an_owned_job_keeps_every_step_in_fewer_writes(parts: Parts) -> No
     ]  # fmt: skip
     assert done.state is S.COMPLETED and await states(parts.store, ex.id) == every
     assert events == [s.value for s in every]
-    assert parts.store.commits - commits == 5  # the job, its execution, Running, the verdict, Completed
+    assert parts.store.commits - commits == 4  # the job with its execution, Running, the verdict, Completed
     assert (await parts.store.get_job(job.id)).state is JobState.COMPLETED
 
 
