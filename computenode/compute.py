@@ -452,12 +452,7 @@ class Compute:
     async def _owned(self, done: list[Execution]) -> Execution:
         """Announce an owned execution made and accepted (_plan_own) and queue it."""
         ex = done[0]
-        if ex.comment != QUEUED_BEYOND:
-            log.info(
-                "bid made", extra={"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
-            )
-        self.events.execution(ex.id, ex.job_id, ex.shard_index, S.CREATED.value, ex.comment)
-        await self._announce(done[1:], JobState.IN_PROGRESS)
+        await self._announce(done[1:], JobState.IN_PROGRESS, created=ex)
         self.scheduler.enqueue(ex.id, ex.usage)  # the reservation's usage when there is one
         return done[-1]
 
@@ -594,15 +589,29 @@ class Compute:
         await self._announce(done, job_now)
         return done[-1]
 
-    async def _announce(self, done: list[Execution], job_now: JobState) -> None:
-        """Metrics, the one log line and the event of each stored transition; the job's event."""
+    async def _announce(
+        self, done: list[Execution], job_now: JobState, created: Execution | None = None
+    ) -> None:
+        """Metrics and the event of each stored transition, one log line for them all (a write
+        of several names each state, in order); the job's event. `created`: the execution as the
+        same write made it, before `done`."""
+        if created is not None:
+            self.events.execution(
+                created.id, created.job_id, created.shard_index, S.CREATED.value, created.comment
+            )
         for ex in done:
             state = ex.state.value
             self.metrics.transitions.labels(state).inc()
-            where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
-            log.info("execution %s", state, extra={**where, "comment": ex.comment})
             self.events.execution(ex.id, ex.job_id, ex.shard_index, state, ex.comment)
         last = done[-1]
+        where: dict[str, Any] = {
+            "execution_id": last.id,
+            "job_id": last.job_id,
+            "shard_index": last.shard_index,
+        }
+        if len(done) > 1 or created is not None:
+            where["states"] = [ex.state.value for ex in ([created] if created else []) + done]
+        log.info("execution %s", last.state.value, extra={**where, "comment": last.comment})
         if last.state.is_terminal:
             # The job's state as the move's own transaction stored it: after an execution ended the
             # job may have ended. Only a terminal state is published here; InProgress is published
