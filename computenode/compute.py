@@ -14,12 +14,11 @@ import sqlite3
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from computenode.api.views import job_state  # pure: the job's state from its executions, as GET shows it
 from computenode.bidding import BidDecision
 from computenode.callbacks import CallbackSender
 from computenode.config import LimitsConfig
@@ -31,6 +30,10 @@ from computenode.rules import check_job, check_shards
 from computenode.runner import Runner
 from computenode.scheduler import Scheduler
 from computenode.store import Execution, InvalidTransition, JobRecord, Store, Tombstone
+from computenode.store.sqlite import Step
+
+# An execution to make with its first comment and the moves that follow in the same write.
+NewExecution = tuple[Execution, str, list[Step]]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ S = ExecutionState
 RESTART_REASON = "node restarted"
 ENDED_BADLY = (S.CANCELLED, S.FAILED)
 JOB_CACHE_SIZE = 1024
+DIFFERS = "its result differs from the agreed result"
+QUEUED_BEYOND = "queued beyond queue capacity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +131,17 @@ class Compute:
             del self._jobs[next(iter(self._jobs))]  # oldest first: a long-lived node must not grow
 
     async def _claim(
-        self, job: Job, owned: bool, client_id: str = "", requester: str = "", submission: str = ""
-    ) -> JobRecord:
+        self,
+        job: Job,
+        owned: bool,
+        client_id: str = "",
+        requester: str = "",
+        submission: str = "",
+        executions: Sequence[NewExecution] = (),
+    ) -> tuple[JobRecord, list[list[Execution]]]:
         """Store the job under its ID; Rejected when the ID is already another job's. The stored
-        record: another job's ID only when the same signed submission was stored first."""
+        record: another job's ID only when the same signed submission was stored first. With
+        `executions`, those are made in the same write when the job is (Store.claim_job_with)."""
         rec = JobRecord(
             job.id,
             job.model_dump_json(by_alias=True),
@@ -140,7 +152,7 @@ class Compute:
             submission=submission,
         )
         try:
-            stored = await self.store.claim_job(rec)
+            stored, made = await self.store.claim_job_with(rec, executions)
         except sqlite3.IntegrityError:
             # The trigger jobs_not_tombstoned (store migration 5): the ID or the signed submission
             # is a deleted job's, deleted after this call looked it up.
@@ -151,8 +163,9 @@ class Compute:
             raise Rejected([id_deleted(job.id)]) from None
         if (stored.owned, stored.requester, stored.spec_hash) != (owned, requester, rec.spec_hash):
             raise Rejected([id_conflict(job.id)])
-        self._cache(Job.model_validate_json(stored.job_json))
-        return stored
+        # The job just stored is `job` itself: cached without parsing its JSON back.
+        self._cache(job if stored.job_json == rec.job_json else Job.model_validate_json(stored.job_json))
+        return stored, made
 
     # -- bids ---------------------------------------------------------------------------------
     async def ask_for_bid(self, job: Job, shard_indexes: list[int], callback_url: str) -> list[ShardResponse]:
@@ -263,13 +276,19 @@ class Compute:
             except ExecutionFailed as exc:
                 await self._fail(ex, exc.reason, exc.result, exc.retryable)
                 return
-            ex = await self._move(
-                execution_id,
-                S.WAITING_VERIFICATION,
-                "result proposed",
-                run_output=outcome.result,
-                proposal=outcome.proposal,
-            )
+            steps: list[Step] = [
+                (
+                    S.WAITING_VERIFICATION,
+                    "result proposed",
+                    {"run_output": outcome.result, "proposal": outcome.proposal},
+                )
+            ]
+            # An owned shard run once: its result is the shard's only one, so it is verified now and
+            # the verdict's moves are stored with the proposal, in one write.
+            alone = ex.owned and job.spec.deal.concurrency <= 1
+            if alone:
+                steps += self._verdict_steps(job, ex.id, outcome.proposal)
+            ex = await self._moves(execution_id, steps)
             await self.callbacks.send(
                 ex.callback_url,
                 "on_run_complete",
@@ -279,7 +298,9 @@ class Compute:
                     "RunCommandResult": outcome.result.to_wire(),
                 },
             )
-            if ex.owned:
+            if alone:
+                await self._after_verdict(ex)
+            elif ex.owned:
                 await self._verify_owned(ex.job_id, ex.shard_index)
         except InvalidTransition as exc:  # cancelled meanwhile: the cancel path owns the state
             log.info(
@@ -329,9 +350,10 @@ class Compute:
         await self.runner.remove(execution_id)
         return ex
 
-    async def _publish(self, execution_id: str) -> None:
+    async def _publish(self, execution_id: str, publishing: Execution | None = None) -> None:
+        """Publish the results; `publishing`: the execution already moved to Publishing."""
         try:
-            ex = await self._move(execution_id, S.PUBLISHING, "publishing")
+            ex = publishing or await self._move(execution_id, S.PUBLISHING, "publishing")
             job = await self.job(ex.job_id)
             try:
                 published = await self.runner.publish(ex, job)
@@ -394,26 +416,59 @@ class Compute:
         if reasons:
             self.metrics.bids.labels("rejected", reason_kind(reasons[0])).inc()
             raise Rejected(reasons)
-        stored = await self._claim(job, owned=True, client_id=client_id, submission=submission)
+        # The job and its executions (each made and accepted) are one store write.
+        planned = [
+            self._plan_own(job, i, decision.usage, 0) for i in range(decision.shards) for _ in range(copies)
+        ]
+        try:
+            stored, made = await self._claim(
+                job, owned=True, client_id=client_id, submission=submission, executions=planned
+            )
+        except BaseException:
+            for ex, _, _ in planned:
+                self.scheduler.release(ex.id)
+            raise
         if stored.id != job.id:  # the same signed submission, sent twice at once: the first one won
+            for ex, _, _ in planned:
+                self.scheduler.release(ex.id)
             return await self.job(stored.id), await self.store.executions(job_id=stored.id)
-        made: list[Execution] = []
-        for index in range(decision.shards):
-            for _ in range(copies):
-                made.append(await self._own(job, index, decision.usage, attempt=0))
-        return job, made
+        return job, [await self._owned(done) for done in made]
+
+    def _plan_own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> NewExecution:
+        """A new execution of a shard this node owns, its capacity reserved, to be made and
+        accepted in one store write (its history still has both steps)."""
+        eid = "e-" + str(uuid.uuid4())
+        reasons = self.scheduler.reserve(eid, usage, self.bid_expiry_s)
+        self.metrics.bids.labels(
+            "rejected" if reasons else "accepted", reason_kind(reasons[0]) if reasons else ""
+        ).inc()
+        ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
+        if reasons:
+            # The job was admitted as a whole: later shards wait in the queue past its capacity.
+            return ex, QUEUED_BEYOND, [(S.BID_ACCEPTED, "accepted by this node (owner)", {})]
+        ex = replace(ex, bid_expires_at=time.time() + self.bid_expiry_s)
+        return ex, "bid made", [(S.BID_ACCEPTED, "bid accepted", {})]
+
+    async def _owned(self, done: list[Execution]) -> Execution:
+        """Announce an owned execution made and accepted (_plan_own) and queue it."""
+        ex = done[0]
+        await self._announce(done[1:], JobState.IN_PROGRESS, created=ex)
+        self.scheduler.enqueue(ex.id, ex.usage)  # the reservation's usage when there is one
+        return done[-1]
 
     async def _own(self, job: Job, index: int, usage: ResourceUsageData, attempt: int) -> Execution:
-        resp = await self._bid(job, index, usage, [], "", owned=True, attempt=attempt)
-        if not resp.accepted:
-            # The job was admitted as a whole: later shards wait in the queue past its capacity.
-            eid = "e-" + str(uuid.uuid4())
-            ex = Execution(eid, job.id, index, usage=usage, owned=True, attempt=attempt)
-            await self._create(ex, "queued beyond queue capacity")
-            await self._move(eid, S.BID_ACCEPTED, "accepted by this node (owner)")
-            self.scheduler.enqueue(eid, usage)
-            return await self.store.get(eid)
-        return await self.bid_accepted(resp.execution_id)
+        """_plan_own, stored and queued: another attempt at a shard of a job already stored."""
+        ex, made, then = self._plan_own(job, index, usage, attempt)
+        try:
+            done = await self.store.create_moved(ex, made, then)
+        except sqlite3.IntegrityError:
+            # The trigger executions_not_tombstoned: retention deleted the job since it was claimed.
+            self.scheduler.release(ex.id)
+            raise Rejected([id_deleted(job.id)]) from None
+        except BaseException:
+            self.scheduler.release(ex.id)
+            raise
+        return await self._owned(done)
 
     async def _retry_owned(self, ex: Execution) -> None:
         job_rec = await self.store.get_job(ex.job_id)
@@ -421,6 +476,23 @@ class Compute:
             return
         log.info("retrying shard", extra={"job_id": ex.job_id, "shard_index": ex.shard_index})
         await self._own(await self.job(ex.job_id), ex.shard_index, ex.usage, ex.attempt + 1)
+
+    def _verdict_steps(self, job: Job, execution_id: str, proposal: bytes) -> list[Step]:
+        """The moves that follow a shard's only proposal: as _verify_owned decides with one
+        execution waiting (accepted and publishing, or failed)."""
+        ok = job.spec.verifier is Verifier.NOOP or self.runner.verify(
+            job.spec.verifier, {execution_id: proposal}, job.spec.deal.confidence
+        ).get(execution_id, False)
+        if ok:
+            return [(S.RESULT_ACCEPTED, "result accepted", {}), (S.PUBLISHING, "publishing", {})]
+        return [(S.FAILED, f"result rejected: {DIFFERS}", {})]
+
+    async def _after_verdict(self, ex: Execution) -> None:
+        """What result_accepted (then _publish) or result_rejected do after their moves."""
+        if ex.state is S.PUBLISHING:
+            self.tasks[ex.id] = asyncio.create_task(self._publish(ex.id, ex), name=f"publish-{ex.id}")
+        elif ex.state is S.FAILED:
+            await self.runner.remove(ex.id)
 
     async def _verify_owned(self, job_id: str, shard_index: int) -> None:
         job = await self.job(job_id)
@@ -437,7 +509,7 @@ class Compute:
                 if ok:
                     await self.result_accepted(eid)
                 else:
-                    await self.result_rejected(eid, "its result differs from the agreed result")
+                    await self.result_rejected(eid, DIFFERS)
             except InvalidTransition:
                 pass
 
@@ -508,30 +580,58 @@ class Compute:
         self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
 
     async def _move(self, execution_id: str, new: ExecutionState, comment: str, **kw: Any) -> Execution:
-        ex = await self.store.transition(execution_id, new, comment, **kw)
-        self.metrics.transitions.labels(new.value).inc()
-        where = {"execution_id": ex.id, "job_id": ex.job_id, "shard_index": ex.shard_index}
-        log.info("execution %s", new.value, extra={**where, "comment": comment})
-        self.events.execution(ex.id, ex.job_id, ex.shard_index, new.value, comment)
-        if new.is_terminal:
-            await self._publish_job_state(ex.job_id)
+        version = kw.pop("version", None)
+        return await self._moves(execution_id, [(new, comment, kw)], version=version)
+
+    async def _moves(self, execution_id: str, steps: Sequence[Step], version: int | None = None) -> Execution:
+        """Store one or more transitions of an execution (one write), then announce each one."""
+        done, job_now = await self.store.moves(execution_id, steps, version=version)
+        await self._announce(done, job_now)
+        return done[-1]
+
+    async def _announce(
+        self, done: list[Execution], job_now: JobState, created: Execution | None = None
+    ) -> None:
+        """Metrics and the event of each stored transition, one log line for them all (a write
+        of several names each state, in order); the job's event. `created`: the execution as the
+        same write made it, before `done`."""
+        if created is not None:
+            self.events.execution(
+                created.id, created.job_id, created.shard_index, S.CREATED.value, created.comment
+            )
+        for ex in done:
+            state = ex.state.value
+            self.metrics.transitions.labels(state).inc()
+            self.events.execution(ex.id, ex.job_id, ex.shard_index, state, ex.comment)
+        last = done[-1]
+        where: dict[str, Any] = {
+            "execution_id": last.id,
+            "job_id": last.job_id,
+            "shard_index": last.shard_index,
+        }
+        if len(done) > 1 or created is not None:
+            where["states"] = [ex.state.value for ex in ([created] if created else []) + done]
+        log.info("execution %s", last.state.value, extra={**where, "comment": last.comment})
+        if last.state.is_terminal:
+            # The job's state as the move's own transaction stored it: after an execution ended the
+            # job may have ended. Only a terminal state is published here; InProgress is published
+            # by the moves that make it so.
+            if job_now.value in TERMINAL_JOB_STATES:
+                self.events.job(last.job_id, job_now.value)
         else:
-            self.events.job(ex.job_id, JobState.IN_PROGRESS.value)
+            self.events.job(last.job_id, JobState.IN_PROGRESS.value)
         async with self._changed:
             self._changed.notify_all()
-        return ex
 
     async def _publish_job_state(self, job_id: str) -> None:
-        """After an execution ended, the job may have ended: its state from the store. Only a
-        terminal state is published here; InProgress is published by the moves that make it so,
-        and a read that finished after a later move's must not undo it."""
+        """The job's stored state (the store keeps it with each change), published if terminal.
+        Only a terminal state is published here; InProgress is published by the moves that make
+        it so, and a read that finished after a later move's must not undo it."""
         try:
-            executions = await self.store.executions(job_id=job_id)
-            cancelled = (await self.store.get_job(job_id)).cancelled
-        except Exception:  # the move is stored either way; only this event is lost
+            state = (await self.store.get_job(job_id)).state
+        except Exception:  # the change is stored either way; only this event is lost
             log.exception("could not read the job's state for its event", extra={"job_id": job_id})
             return
-        state = job_state(executions, cancelled)
         if state.value in TERMINAL_JOB_STATES:
             self.events.job(job_id, state.value)
 

@@ -207,6 +207,9 @@ class Node:
     async def job_record(self, job_id: str) -> JobRecord:
         return await self.store.get_job(job_id)
 
+    async def job_with_executions(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
+        return await self.store.job_with_executions(job_id)
+
     async def job_page(
         self,
         state: JobState | None = None,

@@ -166,6 +166,10 @@ class NodeView(Protocol):
 
     async def job_record(self, job_id: str) -> JobRecord: ...
 
+    async def job_with_executions(self, job_id: str) -> tuple[JobRecord, list[Execution]]:
+        """The job (NotFound if none) and its executions, newest first, read together."""
+        ...
+
     async def job_page(
         self,
         state: JobState | None = None,

@@ -304,14 +304,14 @@ class ApiServer:
             return job_id
         wait_s = wait_seconds(request)
         if not wait_s:
-            return json_response(await self._job_answer(job_id))
+            return (await self._job_answer(job_id))[1]
         # Subscribed before the state is read, so an end between the read and the wait is seen.
         with self.node.events.subscribe(job_id=job_id) as sub:
-            answer = await self._job_answer(job_id)
-            if answer["State"] in TERMINAL_JOB_STATES:
-                return json_response(answer)
+            state, resp = await self._job_answer(job_id)
+            if state in TERMINAL_JOB_STATES:
+                return resp
             await until_job_ends(sub, wait_s)
-        return json_response(await self._job_answer(job_id))
+        return (await self._job_answer(job_id))[1]
 
     async def _full_job_id(self, ref: str) -> str | web.Response:
         """The job's ID from its full ID or a unique prefix of at least MIN_JOB_PREFIX characters;
@@ -328,16 +328,17 @@ class ApiServer:
             409, f"{ref!r} is the prefix of several jobs{more}: give more characters", found[:PREFIX_MATCHES]
         )
 
-    async def _job_answer(self, job_id: str) -> dict[str, Any]:
-        rec = await self.node.job_record(job_id)
-        executions = await self.node.executions(job_id=job_id)
+    async def _job_answer(self, job_id: str) -> tuple[str, web.Response]:
+        """The job's state and its answer. The stored job JSON goes into the body as it is: never
+        parsed and dumped again per request."""
+        rec, executions = await self.node.job_with_executions(job_id)
         shards = latest_per_shard(executions)
-        answer = {
-            "Job": json.loads(rec.job_json),
+        rest = {
             "State": rec.state.value,  # stored with each change of its executions
             "Shards": [shard_state(self.node.node_id, shards[i]) for i in sorted(shards)],
         }
-        return answer
+        body = '{"Job": ' + rec.job_json + ", " + json.dumps(rest, default=str)[1:]
+        return rec.state.value, web.Response(text=body, content_type="application/json")
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]

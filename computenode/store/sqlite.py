@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +43,8 @@ from computenode.store.execution import (
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "InvalidTransition", "NotFound", "Store"]
 
 T = TypeVar("T")
+# One transition of a multi-step write: the new state, its comment, fields changed with it.
+Step = tuple[ExecutionState, str, Mapping[str, Any]]
 
 # A job's state (model JobState) from its executions, as api/views.py job_state derives it:
 # InProgress while any execution is active; else over each shard's telling execution (a
@@ -253,6 +255,39 @@ def _down(exc: sqlite3.Error, path: Path) -> DependencyDown | None:
     return None
 
 
+class _Write:
+    """A write queued for the store thread, and the future its caller awaits."""
+
+    __slots__ = ("fn", "args", "future")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.future = future
+
+
+def _deliver(batch: list[_Write], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each write's outcome to its caller: one wake-up of each loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for w, (ok, value) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(w.future.get_loop(), []).append((w.future, ok, value))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # that loop is closed: nobody awaits these any more
+            pass
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in items:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class Store:
     def __init__(self, path: Path, on_full: Callable[[], bool] | None = None, readers: int = 2) -> None:
         """`on_full()` frees some disk when a write finds it full (True: try the write again);
@@ -265,10 +300,95 @@ class Store:
         self._local = threading.local()  # each read thread's own connection
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        # Group commit: writes queue here; the store thread takes all that are queued and runs
+        # them in one transaction (_write_batch), so concurrent writers share a commit.
+        self._queue: list[_Write] = []
+        self._queue_lock = threading.Lock()
+        self._draining = False  # a _drain is queued or running on the store thread
+        self.commits = 0  # write transactions committed (tests see writers sharing them)
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the store thread inside a write transaction, possibly shared with other
+        calls queued meanwhile; returns (or raises) once that transaction is committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._queue_lock:
+            self._queue.append(_Write(fn, args, future))
+            start, self._draining = not self._draining, True
+        if start:
+            try:
+                self._pool.submit(self._drain)
+            except RuntimeError:  # closed: the write is dropped, and so is the claim to drain
+                with self._queue_lock:
+                    self._queue.clear()
+                    self._draining = False
+                raise
+        return await future
+
+    async def _alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the store thread, outside any transaction (open, close)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    def _drain(self) -> None:
+        """On the store thread: commit the queued writes, batch after batch, until none is left."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._draining = False
+                    return
+            try:
+                outcomes = self._write_batch(batch) if len(batch) > 1 else [self._write_one(batch[0])]
+            except BaseException as exc:  # not an outcome of one write: every caller of the batch sees it
+                outcomes = [(False, exc)] * len(batch)
+            _deliver(batch, outcomes)
+
+    def _write_one(self, w: _Write) -> tuple[bool, Any]:
+        try:
+            return True, self._run(self._in_transaction, (w.fn, w.args))
+        except Exception as exc:
+            return False, exc
+
+    def _in_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            value = fn(*args)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return value
+
+    def _write_batch(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
+        """Every write of `batch` in one transaction, each in its own savepoint: a write that raises
+        is undone alone and its caller gets the error. When the store itself fails (a full disk,
+        the file unusable: an SQLite error other than a constraint or a lifecycle check), the batch
+        is rolled back and each write runs alone (_write_one), with its own error and retry."""
+        db = self.db
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for w in batch:
+                db.execute("SAVEPOINT write")
+                try:
+                    value = w.fn(*w.args)
+                except (sqlite3.IntegrityError, sqlite3.ProgrammingError, NotFound, InvalidTransition) as exc:
+                    db.execute("ROLLBACK TO write")
+                    db.execute("RELEASE write")
+                    outcomes.append((False, exc))
+                else:
+                    db.execute("RELEASE write")
+                    outcomes.append((True, value))
+            db.execute("COMMIT")
+        except Exception:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [self._write_one(w) for w in batch]
+        self.commits += 1
+        return outcomes
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(db, *args) on a read thread, `db` that thread's read-only connection."""
@@ -315,7 +435,7 @@ class Store:
             raise down from exc
 
     async def open(self) -> None:
-        await self._call(self._open)
+        await self._alone(self._open)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +459,7 @@ class Store:
         for reader in readers:
             reader.close()
         if self._db is not None:
-            await self._call(self._db.close)
+            await self._alone(self._db.close)
             self._db = None
         self._pool.shutdown(wait=True)
 
@@ -372,24 +492,31 @@ class Store:
         await self._call(lambda: self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
     # -- executions -------------------------------------------------------------------------
-    async def create(self, ex: Execution, comment: str = "") -> Execution:
+    async def create(self, ex: Execution, comment: str = "", then: Sequence[Step] = ()) -> Execution:
+        """Store a new execution; with `then`, also move it through those steps in the same
+        transaction, each checked and in its history as moves() does. The execution as stored last."""
+        return (await self.create_moved(ex, comment, then))[-1]
+
+    async def create_moved(
+        self, ex: Execution, comment: str = "", then: Sequence[Step] = ()
+    ) -> list[Execution]:
+        """create(), returning the execution as created and after each step of `then`."""
+        return await self._call(self._insert, ex, comment, then)
+
+    def _insert(self, ex: Execution, comment: str, then: Sequence[Step]) -> list[Execution]:
+        """create_moved() on the store thread, inside the caller's transaction."""
         now = time.time()
         ex = replace(ex, created_at=now, updated_at=now, comment=comment)
-
-        def q() -> None:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(
-                    "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (ex.id, ex.job_id, ex.shard_index, ex.state.value, ex.version, _encode(ex), now, now),
-                )
-                self.db.execute(
-                    "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
-                )
-                self.db.execute(_SET_JOB_STATE, (ex.job_id,))
-
-        await self._call(q)
-        return ex
+        self.db.execute(
+            "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ex.id, ex.job_id, ex.shard_index, ex.state.value, ex.version, _encode(ex), now, now),
+        )
+        self.db.execute(
+            "INSERT INTO history VALUES (?, NULL, ?, ?, ?)", (ex.id, ex.state.value, comment, now)
+        )
+        done = [ex, *self._steps(ex, then, None)]
+        self.db.execute(_job_state_sql(done[-1].state), (ex.job_id,))
+        return done
 
     async def get(self, execution_id: str) -> Execution:
         def q(db: sqlite3.Connection) -> Execution:
@@ -450,31 +577,62 @@ class Store:
         """Move an execution to `new` if TRANSITIONS allows it from its current state and, when
         `version` is given, the execution is still at that version; atomically, with its history
         and its job's state."""
+        return (await self.move(execution_id, new, comment, version=version, **changes))[0]
 
-        def q() -> Execution:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
-                if row is None:
-                    raise NotFound(execution_id)
-                cur = _decode(row)
-                _check_move(cur, new, version)
-                now = time.time()
-                nxt = replace(
-                    cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes
-                )
-                self.db.execute(
-                    "UPDATE executions SET state = ?, version = ?, record = ?, updated_at = ? WHERE id = ?",
-                    (new.value, nxt.version, _encode(nxt), now, execution_id),
-                )
-                self.db.execute(
-                    "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
-                    (execution_id, cur.state.value, new.value, comment, now),
-                )
-                self.db.execute(_SET_JOB_STATE, (cur.job_id,))
-                return nxt
+    async def move(
+        self,
+        execution_id: str,
+        new: ExecutionState,
+        comment: str = "",
+        *,
+        version: int | None = None,
+        **changes: Any,
+    ) -> tuple[Execution, JobState]:
+        """transition(), with the job's state as that same transaction stored it (no second read)."""
+        done, job_state = await self.moves(execution_id, [(new, comment, changes)], version=version)
+        return done[-1], job_state
+
+    async def moves(
+        self, execution_id: str, steps: Sequence[Step], *, version: int | None = None
+    ) -> tuple[list[Execution], JobState]:
+        """Several transitions of one execution in one transaction (when nothing is to be done
+        between them), each checked and in its history as transition() does; `version` is checked
+        before the first. The execution after each step, and the job's state as stored."""
+
+        def q() -> tuple[list[Execution], JobState]:
+            row = self.db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
+            if row is None:
+                raise NotFound(execution_id)
+            cur = _decode(row)
+            done = self._steps(cur, steps, version)
+            row = self.db.execute(
+                _job_state_sql(done[-1].state) + " RETURNING state", (cur.job_id,)
+            ).fetchone()
+            # An execution of a job the store lacks (tests store bare executions): state unknown.
+            return done, JobState(row["state"]) if row is not None else JobState.NEW
 
         return await self._call(q)
+
+    def _steps(self, cur: Execution, steps: Sequence[Step], version: int | None) -> list[Execution]:
+        """Apply `steps` to `cur` (stored), each checked and written with its history row; on the
+        store thread, inside the caller's transaction."""
+        done: list[Execution] = []
+        for new, comment, changes in steps:
+            _check_move(cur, new, version if not done else None)
+            now = time.time()
+            nxt = replace(cur, state=new, version=cur.version + 1, comment=comment, updated_at=now, **changes)
+            self.db.execute(
+                "INSERT INTO history VALUES (?, ?, ?, ?, ?)",
+                (cur.id, cur.state.value, new.value, comment, now),
+            )
+            done.append(nxt)
+            cur = nxt
+        if done:
+            self.db.execute(
+                "UPDATE executions SET state = ?, version = ?, record = ?, updated_at = ? WHERE id = ?",
+                (cur.state.value, cur.version, _encode(cur), cur.updated_at, cur.id),
+            )
+        return done
 
     async def history(self, execution_id: str) -> list[Transition]:
         def q(db: sqlite3.Connection) -> list[Transition]:
@@ -498,10 +656,8 @@ class Store:
         job = replace(job, created_at=job.created_at or now, updated_at=now)
 
         def q() -> JobRecord:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(_PUT_JOB.format(verb="INSERT OR REPLACE"), _job_row(job))
-                return _store_job_extras(self.db, job)
+            self.db.execute(_PUT_JOB.format(verb="INSERT OR REPLACE"), _job_row(job))
+            return _store_job_extras(self.db, job)
 
         return await self._call(q)
 
@@ -511,18 +667,28 @@ class Store:
 
         One transaction, so two offers racing for one ID cannot both win.
         """
+        return (await self.claim_job_with(job, ()))[0]
+
+    async def claim_job_with(
+        self, job: JobRecord, executions: Sequence[tuple[Execution, str, Sequence[Step]]]
+    ) -> tuple[JobRecord, list[list[Execution]]]:
+        """claim_job(), and when `job` is the one stored, its `executions` made in the same
+        transaction as create_moved() makes each; none when the ID or submission was taken."""
         now = time.time()
         job = replace(job, created_at=job.created_at or now, updated_at=now)
 
-        def q() -> JobRecord:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                if self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job)).rowcount:
-                    return _store_job_extras(self.db, job)
-                row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
-                if row is None:  # the same signed submission was stored first, under its own ID
-                    row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
-                return _job(row)
+        def q() -> tuple[JobRecord, list[list[Execution]]]:
+            if self.db.execute(_PUT_JOB.format(verb="INSERT OR IGNORE"), _job_row(job)).rowcount:
+                stored = _store_job_extras(self.db, job)
+                made = [self._insert(ex, comment, then) for ex, comment, then in executions]
+                if made:  # its state with them (_store_job_extras set it before they existed)
+                    row = self.db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                    stored = replace(stored, state=JobState(row["state"]))
+                return stored, made
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is None:  # the same signed submission was stored first, under its own ID
+                row = self.db.execute(_BY_SUBMISSION, (job.client_id, job.submission)).fetchone()
+            return _job(row), []
 
         return await self._call(q)
 
@@ -542,6 +708,18 @@ class Store:
         rows = await self._read(lambda db: db.execute(sql, (prefix, prefix + _TOP, limit)).fetchall())
         return [row["id"] for row in rows]
 
+    async def job_with_executions(self, job_id: str, limit: int = 1000) -> tuple[JobRecord, list[Execution]]:
+        """The job (NotFound if none) and its executions, newest first: one read, one thread hop."""
+        sql = "SELECT * FROM executions WHERE job_id = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+
+        def q(db: sqlite3.Connection) -> tuple[JobRecord, list[Execution]]:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(job_id)
+            return _job(row), [_decode(r) for r in db.execute(sql, (job_id, limit)).fetchall()]
+
+        return await self._read(q)
+
     async def find_client_job(self, client_id: str, job_id: str, prefix_len: int) -> JobRecord | None:
         """`client_id`'s job `job_id`, or else its newest job whose ID starts with `job_id` when
         that is `prefix_len` characters long (v0.3's short IDs); from the indexes alone."""
@@ -557,12 +735,10 @@ class Store:
         """Mark the job cancelled: none of its executions is started or retried again."""
 
         def q() -> None:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.execute(
-                    "UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?", (time.time(), job_id)
-                )
-                self.db.execute(_SET_JOB_STATE, (job_id,))
+            self.db.execute(
+                "UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?", (time.time(), job_id)
+            )
+            self.db.execute(_SET_JOB_STATE, (job_id,))
 
         await self._call(q)
 
@@ -719,21 +895,17 @@ class Store:
             deleted: list[str] = []
             executions = 0
             now = time.time()
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                for job_id in job_ids:
-                    if self.db.execute(_HELD_BACK, (job_id, *_TERMINAL, before)).fetchone() is not None:
-                        continue
-                    self.db.execute(_TOMBSTONE, (now, job_id))
-                    self.db.execute(
-                        "DELETE FROM history WHERE execution_id IN (SELECT id FROM executions WHERE job_id = ?)",
-                        (job_id,),
-                    )
-                    executions += self.db.execute(
-                        "DELETE FROM executions WHERE job_id = ?", (job_id,)
-                    ).rowcount
-                    self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-                    deleted.append(job_id)
+            for job_id in job_ids:
+                if self.db.execute(_HELD_BACK, (job_id, *_TERMINAL, before)).fetchone() is not None:
+                    continue
+                self.db.execute(_TOMBSTONE, (now, job_id))
+                self.db.execute(
+                    "DELETE FROM history WHERE execution_id IN (SELECT id FROM executions WHERE job_id = ?)",
+                    (job_id,),
+                )
+                executions += self.db.execute("DELETE FROM executions WHERE job_id = ?", (job_id,)).rowcount
+                self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                deleted.append(job_id)
             return deleted, executions
 
         return await self._call(q)
@@ -850,9 +1022,17 @@ def _job(row: sqlite3.Row) -> JobRecord:
 
 
 _SET_JOB_STATE = "UPDATE jobs SET state = " + _JOB_STATE_V4 + " WHERE id = ?"
+# The same when the execution just written is active: _JOB_STATE_V4 is then InProgress, so the
+# per-job derivation (a window over the job's executions) is skipped on most transitions.
+_SET_JOB_IN_PROGRESS = "UPDATE jobs SET state = 'InProgress' WHERE id = ?"
 # Above every character a job ID holds: `id >= p AND id < p + _TOP` is "id starts with p" as an
 # index range.
 _TOP = "\U0010ffff"
+
+
+def _job_state_sql(written: ExecutionState) -> str:
+    """The statement that keeps a job's state after one of its executions was written in `written`."""
+    return _SET_JOB_STATE if written.is_terminal else _SET_JOB_IN_PROGRESS
 
 
 def _check_move(cur: Execution, new: ExecutionState, version: int | None) -> None:

@@ -27,6 +27,7 @@ from computenode.model import (
     Engine,
     ExecutionState,
     Job,
+    JobState,
     Publisher,
     ResourceUsageData,
     RunCommandResult,
@@ -338,6 +339,24 @@ async def test_an_owned_job_retries_a_retryable_failure_then_completes(parts: Pa
     assert [(e.attempt, e.state) for e in got] == [(0, S.FAILED), (1, S.COMPLETED)]
     assert got[0].id == first.id and got[0].retryable
     assert await callbacks(parts.store) == []  # owned: no requester to call
+
+
+async def test_an_owned_job_keeps_every_step_in_fewer_writes(parts: Parts) -> None:
+    """Stored, made and accepted in one write; proposal, verdict and Publishing in another: the history,
+    the events and the store's commits show it."""
+    c = parts.compute()
+    with c.events.subscribe() as sub:
+        commits = parts.store.commits
+        job, [ex] = await c.submit(JOB)
+        [done] = await owned_done(c, job.id, 1)
+        events = [e.data["State"] for e in list(sub.pending) if e.kind == "execution"]
+    every = [
+        S.CREATED, S.BID_ACCEPTED, S.RUNNING, S.WAITING_VERIFICATION, S.RESULT_ACCEPTED, S.PUBLISHING, S.COMPLETED,
+    ]  # fmt: skip
+    assert done.state is S.COMPLETED and await states(parts.store, ex.id) == every
+    assert events == [s.value for s in every]
+    assert parts.store.commits - commits == 4  # the job with its execution, Running, the verdict, Completed
+    assert (await parts.store.get_job(job.id)).state is JobState.COMPLETED
 
 
 async def test_an_owned_job_stops_retrying_after_max_retries(parts: Parts) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from computenode.model import ExecutionState as S
-from computenode.model import ResourceUsageData, RunCommandResult
+from computenode.model import JobState, ResourceUsageData, RunCommandResult
 from computenode.store import Destination, Execution, InvalidTransition, JobRecord, NotFound, Store
 
 
@@ -140,3 +141,51 @@ async def test_queued_callbacks_survive_reopening(tmp_path: Path) -> None:
         assert await s.add_callback(A, "on_run_complete", "3") > first + 1
     finally:
         await s.close()
+
+
+async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> None:
+    """Group commit: writes queued together go in one transaction; each caller gets its own
+    outcome after that commit, and a write that fails its check is undone alone."""
+    await store.put_job(JobRecord("j-g", "{}", owned=True))
+    for i in range(20):
+        await store.create(Execution(f"e-g{i}", "j-g", i))
+    before = store.commits
+    moves = [store.move(f"e-g{i}", S.BID_ACCEPTED, "accepted") for i in range(20)]
+    moves.append(store.move("e-g3", S.RUNNING, "too early", version=1))  # e-g3 is at version 2 by then
+    moves.append(store.move("nope", S.RUNNING))
+    outcomes = await asyncio.gather(*moves, return_exceptions=True)
+    assert all(ex.state is S.BID_ACCEPTED and job is JobState.IN_PROGRESS for ex, job in outcomes[:20])  # type: ignore[misc,union-attr]
+    assert isinstance(outcomes[20], InvalidTransition) and isinstance(outcomes[21], NotFound)
+    assert store.commits - before < 20  # writers queued behind a commit share the next one
+    got = await store.get("e-g3")
+    assert (got.state, got.version) == (S.BID_ACCEPTED, 2)  # the failed move left nothing behind
+    assert [t.new for t in await store.history("e-g3")] == [S.CREATED, S.BID_ACCEPTED]
+    for i in range(20):
+        await store.move(f"e-g{i}", S.CANCELLED, "done")
+    assert (await store.get_job("j-g")).state is JobState.CANCELLED
+
+
+async def test_several_transitions_in_one_write_are_each_checked_and_kept(store: Store) -> None:
+    await store.put_job(JobRecord("j-m", "{}", owned=True))
+    ex = await store.create(
+        Execution("e-m", "j-m", 0), "bid made", then=[(S.BID_ACCEPTED, "bid accepted", {})]
+    )
+    assert (ex.state, ex.version, ex.comment) == (S.BID_ACCEPTED, 2, "bid accepted")
+    await store.transition("e-m", S.RUNNING, "running")
+    steps = [(S.WAITING_VERIFICATION, "proposed", {"proposal": b"p"}), (S.RESULT_ACCEPTED, "accepted", {})]
+    with pytest.raises(InvalidTransition, match="from ResultAccepted to Running"):
+        await store.moves("e-m", [*steps, (S.RUNNING, "again", {})])
+    assert (await store.get("e-m")).state is S.RUNNING  # a refused step undoes the whole write
+    done, job = await store.moves("e-m", [*steps, (S.PUBLISHING, "publishing", {})])
+    assert [(e.state, e.version) for e in done] == [
+        (S.WAITING_VERIFICATION, 4), (S.RESULT_ACCEPTED, 5), (S.PUBLISHING, 6),
+    ]  # fmt: skip
+    assert job is JobState.IN_PROGRESS and done[-1].proposal == b"p"
+    assert [(t.new, t.comment) for t in await store.history("e-m")] == [
+        (S.CREATED, "bid made"), (S.BID_ACCEPTED, "bid accepted"), (S.RUNNING, "running"),
+        (S.WAITING_VERIFICATION, "proposed"), (S.RESULT_ACCEPTED, "accepted"), (S.PUBLISHING, "publishing"),
+    ]  # fmt: skip
+    got = await store.get("e-m")
+    assert (got.state, got.version, got.proposal) == (S.PUBLISHING, 6, b"p")
+    done, job = await store.moves("e-m", [(S.COMPLETED, "published", {})])
+    assert job is JobState.COMPLETED
