@@ -16,6 +16,10 @@ Runs alternate (curl, ours, curl, ...). After each run, outside the timing, the 
 and sha256 are checked against the source's, then the dirty pages are synced so the next run
 does not pay for them. The whole driver process's wall time is printed too.
 
+--warm: the ours driver first fetches the file once, untimed, as a running node has: glibc's
+malloc thresholds have then adapted to the large read buffers (a fresh process's first large
+fetch faults its freed buffers back in, docs/performance.md). curl is always a fresh process.
+
 Memory: the driver's RSS is sampled every 10 ms from this process; for ours the growth is
 the peak minus the driver's RSS just before the fetch (which it prints); for curl it is
 curl's own peak RSS. Goals: ours >= 0.9x curl's throughput, RSS growth <= 32 MB.
@@ -47,19 +51,24 @@ async def serve(request): return web.FileResponse(sys.argv[1])
 app = web.Application(); app.router.add_get("/{name}", serve)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
 """
-# argv: side (ours | curl), url, dest dir, repo root. Prints one JSON line.
+# argv: side (ours | curl), url, dest dir, repo root, warm | cold. Prints JSON lines.
 DRIVER = """
-import asyncio, json, subprocess, sys, time
+import asyncio, json, os, subprocess, sys, time
 sys.path.insert(0, sys.argv[4])
 from pathlib import Path
 import psutil
 from computenode.config import URLConfig
 from computenode.model import StorageSpec
 from computenode.storage.url import URLStorage
-side, url, dest = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+side, url, dest, warm = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[5] == "warm"
 rss_before = psutil.Process().memory_info().rss
 async def ours():
     s = URLStorage(URLConfig(max_size=1 << 40, fetch_timeout=3600))
+    if warm:
+        (dest / "warm").mkdir()
+        await s.prepare(StorageSpec(url=url, path="/in"), dest / "warm")
+        subprocess.run(["rm", "-rf", str(dest / "warm")], check=True)
+        os.sync()
     start = time.perf_counter()
     volume = await s.prepare(StorageSpec(url=url, path="/in"), dest)
     elapsed = time.perf_counter() - start
@@ -82,11 +91,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_driver(side: str, url: str, dest: Path) -> dict[str, Any]:
+def run_driver(side: str, url: str, dest: Path, warm: bool) -> dict[str, Any]:
     """The driver's own figures, plus its whole wall time and peak RSS (curl's, for curl)."""
     start = time.perf_counter()
     proc = psutil.Popen(
-        [sys.executable, "-c", DRIVER, side, url, str(dest), str(ROOT)], stdout=subprocess.PIPE
+        [sys.executable, "-c", DRIVER, side, url, str(dest), str(ROOT), "warm" if warm else "cold"],
+        stdout=subprocess.PIPE,
     )
     peak = 0
     while proc.poll() is None:
@@ -128,6 +138,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="ours fetches the file once, untimed, before the timed fetch: a daemon that has fetched before",
+    )
     args = ap.parse_args()
     size = args.size_mib << 20
     results: dict[str, list[dict[str, Any]]] = {"curl": [], "ours": []}
@@ -145,7 +160,7 @@ def main() -> None:
                 for side in results:
                     dest = Path(tmp) / "dl"
                     dest.mkdir()
-                    run = run_driver(side, url, dest)
+                    run = run_driver(side, url, dest, args.warm)
                     file = Path(run["file"])
                     if file.stat().st_size != size or sha256_of(file) != expected:
                         raise SystemExit(f"{side}: {file} is not the served file")
