@@ -1,95 +1,116 @@
-"""Docker executor against the docker CLI: N runs of `true` in the busybox test image each.
+"""A Docker `true` job through a real node over HTTP, against plain `docker run --rm IMAGE true`.
 
-    .venv/bin/python bench/docker_bench.py [--runs 30] [--image computenode-test/busybox:latest]
+    .venv/bin/python bench/docker_bench.py [--rounds 5] [-n 6] [--batch 100] [--parallel 8]
+                                           [--image computenode-test/busybox:latest]
 
-Runs alternate (executor, CLI, executor, ...) so both see the same engine load. The
-executor's figure is one whole run() (create, attach, start, wait, inspect, remove, results
-files); the CLI's is plain `docker run --rm IMAGE true` (no extra flags: `--network none`
-alone adds ~70 ms, which flattered the executor). Both are wall-clock with perf_counter
-around the whole operation. Prints min/median/max and the ratio of medians. Goal: <= 0.9.
+The node is a separate `computenode run` process (bench/_node.py) with the Docker engine on;
+this process is only its client: POST /api/v1/jobs, then GET /api/v1/jobs/{id}?wait=10s (a
+long poll) until the job is terminal. The reference is the docker CLI with no extra flags
+(`--network none` alone adds ~70 ms, which flattered the node).
+
+Latency: per round, n jobs one after another through the node, then n `docker run --rm`;
+rounds alternate so both see the same engine and machine load. Wall-clock per job with
+perf_counter around the whole operation (submit to terminal seen; process start to exit).
+Goal: node p50 <= 0.9x the CLI's.
+
+Throughput (--batch > 0): per round, `batch` jobs with `parallel` client threads each
+submitting and waiting in turn, against `xargs -P<parallel>` running `docker run --rm` `batch`
+times; rounds alternate. Goal: node jobs/s >= 1.1x the CLI's.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._node import spread  # noqa: E402
-from computenode.config import DockerConfig  # noqa: E402
-from computenode.executors.base import ExecutionRequest  # noqa: E402
-from computenode.executors.docker import DockerExecutor  # noqa: E402
-from computenode.model import ResourceUsageData, Spec  # noqa: E402
+from bench._node import NodeProcess, docker_true_job, spread, submit, wait_job  # noqa: E402
 
 
-def request(image: str, results: Path, node_id: str) -> ExecutionRequest:
-    spec = Spec.model_validate({"Engine": "Docker", "Docker": {"Image": image, "Entrypoint": ["true"]}})
-    results.mkdir(parents=True)
-    return ExecutionRequest(
-        execution_id=uuid.uuid4().hex[:16],
-        job_id="bench",
-        shard_index=0,
-        node_id=node_id,
-        spec=spec,
-        inputs=(),
-        results_dir=results,
-        resources=ResourceUsageData(),
-        timeout_s=60.0,
+def one_job(http: httpx.Client, image: str) -> float:
+    start = time.perf_counter()
+    body = wait_job(http, submit(http, docker_true_job(image)))
+    elapsed = time.perf_counter() - start
+    assert body["State"] == "Completed", body
+    return elapsed
+
+
+def one_cli(image: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(["docker", "run", "--rm", image, "true"], check=True)
+    return time.perf_counter() - start
+
+
+def batch_node(url: str, image: str, batch: int, parallel: int) -> float:
+    """Seconds for `batch` jobs, `parallel` clients each with its own connection."""
+    clients = [httpx.Client(base_url=url, timeout=120) for _ in range(parallel)]
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda i: one_job(clients[i % parallel], image), range(batch)))
+        return time.perf_counter() - start
+    finally:
+        for c in clients:
+            c.close()
+
+
+def batch_cli(image: str, batch: int, parallel: int) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["xargs", f"-P{parallel}", "-n1", "sh", "-c", f'exec docker run --rm "{image}" true', "sh"],
+        input="\n".join(str(i) for i in range(batch)).encode(),
+        check=True,
     )
+    return time.perf_counter() - start
 
 
-async def time_executor(ex: DockerExecutor, image: str, work: Path) -> float:
-    req = request(image, work / uuid.uuid4().hex, ex.node_id)
-    start = time.perf_counter()
-    result = await ex.run(req)
-    elapsed = time.perf_counter() - start
-    assert result.exit_code == 0, result
-    return elapsed
-
-
-async def time_cli(image: str) -> float:
-    start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec("docker", "run", "--rm", image, "true")
-    code = await proc.wait()
-    elapsed = time.perf_counter() - start
-    assert code == 0, f"docker run exited {code}"
-    return elapsed
-
-
-async def main(runs: int, image: str, host: str) -> None:
-    ex = DockerExecutor(DockerConfig(host=host), f"bench-{uuid.uuid4().hex[:8]}")
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("-n", type=int, default=6, help="jobs per round and side, one at a time")
+    ap.add_argument("--batch", type=int, default=100, help="jobs per throughput round (0: skip)")
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--throughput-rounds", type=int, default=3)
+    ap.add_argument("--image", default="computenode-test/busybox:latest")
+    args = ap.parse_args()
+    node = NodeProcess(docker=True)
     ours: list[float] = []
     cli: list[float] = []
+    node_rates: list[float] = []
+    cli_rates: list[float] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            await time_executor(ex, image, Path(tmp))  # warm-up: API version probe, connection pool
-            subprocess.run(["docker", "version"], capture_output=True, check=True)
-            for _ in range(runs):
-                ours.append(await time_executor(ex, image, Path(tmp)))
-                cli.append(await time_cli(image))
+        with httpx.Client(base_url=node.url, timeout=120) as http:
+            one_job(http, args.image)  # warm-up: engine connection, image present
+            one_cli(args.image)
+            for _ in range(args.rounds):
+                ours.extend(one_job(http, args.image) for _ in range(args.n))
+                cli.extend(one_cli(args.image) for _ in range(args.n))
+        if args.batch:
+            for _ in range(args.throughput_rounds):
+                node_rates.append(args.batch / batch_node(node.url, args.image, args.batch, args.parallel))
+                cli_rates.append(args.batch / batch_cli(args.image, args.batch, args.parallel))
     finally:
-        await ex.aclose()
-    ours_median, cli_median = statistics.median(ours), statistics.median(cli)
-    print(f"runs: {runs} each, interleaved, image {image}")
-    print(f"executor    {spread(ours)}")
-    print(f"docker run  {spread(cli)}")
-    print(f"ratio executor/CLI (medians): {ours_median / cli_median:.2f}  (goal <= 0.9)")
+        node.stop()
+    print(f"latency: {args.rounds} rounds x {args.n} jobs each side, interleaved, image {args.image}")
+    print(f"node over HTTP  {spread(ours)}")
+    print(f"docker run      {spread(cli)}")
+    ratio = statistics.median(ours) / statistics.median(cli)
+    print(f"ratio node/CLI (medians): {ratio:.2f}  (goal <= 0.9)")
+    if node_rates:
+        print(f"throughput: {args.throughput_rounds} rounds x {args.batch} jobs, {args.parallel} at a time")
+        print(f"node over HTTP  {spread(node_rates, 1, 'jobs/s')}")
+        print(f"xargs -P{args.parallel}       {spread(cli_rates, 1, 'jobs/s')}")
+        rate_ratio = statistics.median(node_rates) / statistics.median(cli_rates)
+        print(f"ratio node/CLI (median jobs/s): {rate_ratio:.2f}  (goal >= 1.1)")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--image", default="computenode-test/busybox:latest")
-    parser.add_argument("--host", default="unix:///var/run/docker.sock")
-    args = parser.parse_args()
-    asyncio.run(main(args.runs, args.image, args.host))
+    main()

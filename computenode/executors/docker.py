@@ -31,7 +31,7 @@ from computenode.disk import tree_size
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory
 from computenode.executors.base import ExecutionRequest
 from computenode.executors.docker_config import EXECUTION, container_config, container_name, node_filter
-from computenode.executors.docker_image import ensure_image, seconds_text
+from computenode.executors.docker_image import ImagesSeen, ensure_image, seconds_text
 from computenode.executors.results import NO_EXIT_CODE, STDERR, STDOUT, CappedWriter, collect, output_dirs
 from computenode.model import RunCommandResult
 
@@ -53,6 +53,10 @@ class DockerExecutor:
         self.node_id = node_id
         self._docker: aiodocker.Docker | None = None  # made on first use: constructors never touch the loop
         self._running: set[str] = set()  # execution IDs this process is running now
+        self._images = ImagesSeen()
+        # Containers whose run has ended, being removed after the result went back to the
+        # caller: removal is off each job's critical path (~6-8 ms of engine time here).
+        self._removing: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
         return f"DockerExecutor(node={self.node_id!r}, host={self.cfg.host!r}, running={len(self._running)})"
@@ -63,6 +67,8 @@ class DockerExecutor:
         return self._docker
 
     async def aclose(self) -> None:
+        if self._removing:
+            await asyncio.gather(*self._removing, return_exceptions=True)
         if self._docker is not None:
             await self._docker.close()
             self._docker = None
@@ -83,19 +89,55 @@ class DockerExecutor:
         docker = self._client()
         self._running.add(request.execution_id)
         try:
-            await ensure_image(docker, config["Image"], self.cfg.pull_policy, self.cfg.pull_timeout)
-            if progress.current().stage_name == "pulling image":  # the job's clock starts after the pull
-                progress.current().stage("running")
-            container = await self._create(docker, request, config)
+            container = await self._present_and_create(docker, request, config)
             try:
-                return await self._supervise(container, request)
-            finally:
+                result = await self._supervise(container, request)
+            except asyncio.CancelledError:
+                # A cancelled run's container is gone once the cancel returns, as the node expects.
                 await _finish(_remove(container))
+                raise
+            except BaseException:
+                self._remove_later(container)
+                raise
+            self._remove_later(container)
+            return result
         except (DockerError, aiohttp.ClientError) as exc:
             # One mapping at the edge: the engine failed us (or went away mid-run), not the job.
             raise ExecutionFailed(f"docker engine error: {_message(exc)}", retryable=True) from exc
         finally:
             self._running.discard(request.execution_id)
+
+    async def _present_and_create(
+        self, docker: aiodocker.Docker, request: ExecutionRequest, config: dict[str, Any]
+    ) -> DockerContainer:
+        """The image made present, then the container created.
+
+        An image this executor saw present within ImagesSeen.TTL_S is not inspected again (one
+        engine call per job); if it was removed since, create answers 404 and the image is
+        made present once more under the pull policy before a second create.
+        """
+        image = config["Image"]
+        seen = self.cfg.pull_policy == "if-not-present" and self._images.recent(image)
+        if not seen:
+            await ensure_image(docker, image, self.cfg.pull_policy, self.cfg.pull_timeout)
+            self._images.add(image)
+            _clock_after_pull()
+        try:
+            return await self._create(docker, request, config)
+        except ImageUnavailable:
+            self._images.discard(image)
+            if not seen:
+                raise
+        await ensure_image(docker, image, self.cfg.pull_policy, self.cfg.pull_timeout)
+        self._images.add(image)
+        _clock_after_pull()
+        return await self._create(docker, request, config)
+
+    def _remove_later(self, container: DockerContainer) -> None:
+        """Remove the container in the background; aclose() waits for it, the reaper retries failures."""
+        task = asyncio.ensure_future(_remove(container))
+        self._removing.add(task)
+        task.add_done_callback(self._removing.discard)
 
     async def _create(
         self, docker: aiodocker.Docker, request: ExecutionRequest, config: dict[str, Any]
@@ -215,6 +257,12 @@ class _DiskWatch:
                 )
                 await _kill(self.container)
                 return
+
+
+def _clock_after_pull() -> None:
+    """A pull shows as its own stage: the job's running clock starts again after it."""
+    if progress.current().stage_name == "pulling image":
+        progress.current().stage("running")
 
 
 def state_started(state: dict[str, Any]) -> float:

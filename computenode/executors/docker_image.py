@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiodocker
@@ -20,6 +21,36 @@ from computenode import progress
 from computenode.errors import ImageUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class ImagesSeen:
+    """Images seen present on the engine lately, so a run of jobs on one image inspects it once.
+
+    Only for if-not-present: `always` pulls every time and `never` must fail when the image is
+    gone, so both still ask the engine each run.
+    """
+
+    TTL_S = 60.0
+    MAX_IMAGES = 256
+
+    def __init__(self, ttl_s: float = TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, float] = {}  # image -> time.monotonic() when last seen present
+
+    def recent(self, image: str) -> bool:
+        at = self._seen.get(image)
+        return at is not None and time.monotonic() - at < self.ttl_s
+
+    def add(self, image: str) -> None:
+        now = time.monotonic()
+        if len(self._seen) >= self.MAX_IMAGES:  # bounded: expired entries go first, then all
+            self._seen = {i: at for i, at in self._seen.items() if now - at < self.ttl_s}
+            if len(self._seen) >= self.MAX_IMAGES:
+                self._seen.clear()
+        self._seen[image] = now
+
+    def discard(self, image: str) -> None:
+        self._seen.pop(image, None)
 
 
 async def ensure_image(docker: aiodocker.Docker, image: str, policy: str, pull_timeout_s: float) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from computenode.config import DockerConfig
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory, SpecError
+from computenode.executors import docker_image
 from computenode.executors.base import ExecutionRequest, Executor, InputVolume, Recoverable
 from computenode.executors.docker import DockerExecutor
 from computenode.executors.docker_config import (
@@ -510,6 +511,35 @@ async def test_pull_by_digest(executor: DockerExecutor, pushed: tuple[str, str],
     request = make_request(tmp_path, make_spec("cat /marker", image=by_digest), node_id=executor.node_id)
     result = await executor.run(request)
     assert result.stdout == "registry\n" and has_local(by_digest)
+
+
+async def test_an_image_seen_lately_is_not_inspected_again(
+    executor: DockerExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inspected: list[str] = []
+    real = docker_image.has_image
+
+    async def counting(docker: aiodocker.Docker, image: str) -> bool:
+        inspected.append(image)
+        return await real(docker, image)
+
+    monkeypatch.setattr(docker_image, "has_image", counting)
+    for i in range(3):
+        request = make_request(tmp_path / str(i), make_spec("true"), node_id=executor.node_id)
+        assert (await executor.run(request)).exit_code == 0
+    assert inspected == [IMAGE]
+
+
+async def test_an_image_removed_after_it_was_seen_is_pulled_again(
+    executor: DockerExecutor, pushed: tuple[str, str], tmp_path: Path
+) -> None:
+    ref, _ = pushed
+    for attempt in ("pulled", "seen, then removed"):
+        request = make_request(
+            tmp_path / attempt, make_spec("cat /marker", image=ref), node_id=executor.node_id
+        )
+        assert (await executor.run(request)).stdout == "registry\n", attempt
+        cli("rmi", ref)  # the cache still says present: create answers 404, the executor pulls
 
 
 async def test_pull_always_refreshes_a_local_tag(
