@@ -10,7 +10,7 @@ import pytest
 from computenode.errors import DependencyDown, SchemaTooNew
 from computenode.model import ExecutionState as S
 from computenode.store import Destination, Execution, JobRecord, Store
-from computenode.store import sqlite as store_sqlite
+from computenode.store import migrations
 
 # The schema exactly as computenode wrote it before numbered migrations (schema_version=1).
 V1_SCRIPT = """
@@ -38,7 +38,7 @@ def schema(path: Path) -> tuple[int, list[tuple[str, str, str]]]:
     db = sqlite3.connect(path)
     try:
         rows = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-        return store_sqlite.schema_version(db), rows
+        return migrations.schema_version(db), rows
     finally:
         db.close()
 
@@ -61,7 +61,7 @@ async def fresh(path: Path) -> None:
 async def test_a_fresh_database_gets_every_migration(tmp_path: Path) -> None:
     await fresh(tmp_path / "new.db")
     version, _ = schema(tmp_path / "new.db")
-    assert version == store_sqlite.SCHEMA_VERSION == len(store_sqlite.MIGRATIONS)
+    assert version == migrations.SCHEMA_VERSION == len(migrations.MIGRATIONS)
 
 
 async def test_a_version_1_database_is_adopted_with_its_data(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ async def test_a_version_1_database_is_adopted_with_its_data(tmp_path: Path) -> 
     db.executescript(V1_SCRIPT)
     db.close()
     await fresh(tmp_path / "new.db")
-    if store_sqlite.SCHEMA_VERSION == 1:  # migration 1 is the old schema, to the letter
+    if migrations.SCHEMA_VERSION == 1:  # migration 1 is the old schema, to the letter
         assert schema(old) == schema(tmp_path / "new.db")
 
     s = Store(old)
@@ -94,10 +94,10 @@ async def test_a_version_1_database_is_adopted_with_its_data(tmp_path: Path) -> 
 async def test_a_database_from_a_newer_computenode_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     await fresh(path)
-    newer = store_sqlite.SCHEMA_VERSION + 1
+    newer = migrations.SCHEMA_VERSION + 1
     set_version(path, newer)
     s = Store(path)
-    with pytest.raises(SchemaTooNew, match=f"schema version {newer}.*up to {store_sqlite.SCHEMA_VERSION}"):
+    with pytest.raises(SchemaTooNew, match=f"schema version {newer}.*up to {migrations.SCHEMA_VERSION}"):
         await s.open()
     await s.close()
     assert schema(path)[0] == newer  # untouched
@@ -108,16 +108,16 @@ async def test_an_appended_migration_runs_once_in_its_own_transaction(
 ) -> None:
     path = tmp_path / "db"
     await fresh(path)
-    known = len(store_sqlite.MIGRATIONS)
+    known = len(migrations.MIGRATIONS)
     broken = ("CREATE INDEX jobs_client ON jobs (client_id)", "CREATE TABLE nope (")
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*store_sqlite.MIGRATIONS, broken))
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
     with pytest.raises(sqlite3.OperationalError):
         await fresh(path)
     version, rows = schema(path)
     assert version == known and "jobs_client" not in {name for _, name, _ in rows}  # rolled back
 
     good = ("CREATE INDEX jobs_client ON jobs (client_id)",)
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*store_sqlite.MIGRATIONS[:known], good))
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*migrations.MIGRATIONS[:known], good))
     await fresh(path)
     await fresh(path)  # already applied: nothing to do
     version, rows = schema(path)
@@ -138,7 +138,7 @@ async def test_migration_3_splits_version_2_callback_urls_into_destination_and_n
     path = tmp_path / "v2.db"
     db = sqlite3.connect(path)
     with db:
-        for statement in (*store_sqlite.MIGRATIONS[0], *store_sqlite.MIGRATIONS[1]):
+        for statement in (*migrations.MIGRATIONS[0], *migrations.MIGRATIONS[1]):
             db.execute(statement)
         db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
         db.executemany(
