@@ -11,8 +11,7 @@ from pathlib import Path
 from computenode.api.views import job_state
 from computenode.model import ExecutionState as S
 from computenode.model import JobState
-from computenode.store import Execution, InvalidTransition, JobRecord, Store
-from computenode.store import sqlite as store_sqlite
+from computenode.store import Execution, InvalidTransition, JobRecord, Store, migrations
 
 
 async def derived(store: Store, job_id: str) -> JobState:
@@ -57,7 +56,7 @@ async def test_the_stored_state_matches_the_derivation_through_random_transition
 async def test_migration_4_keeps_data_and_computes_job_states(tmp_path: Path) -> None:
     path = tmp_path / "v3.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for statements in store_sqlite.MIGRATIONS[:3]:
+    for statements in migrations.MIGRATIONS[:3]:
         for statement in statements:
             db.execute(statement)
     db.execute("INSERT INTO meta VALUES ('schema_version', '3')")

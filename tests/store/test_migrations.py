@@ -9,8 +9,7 @@ import pytest
 
 from computenode.errors import DependencyDown, SchemaTooNew
 from computenode.model import ExecutionState as S
-from computenode.store import Destination, Execution, JobRecord, Store
-from computenode.store import migrations
+from computenode.store import Destination, Execution, JobRecord, Store, migrations
 
 # The schema exactly as computenode wrote it before numbered migrations (schema_version=1).
 V1_SCRIPT = """
@@ -110,14 +109,14 @@ async def test_an_appended_migration_runs_once_in_its_own_transaction(
     await fresh(path)
     known = len(migrations.MIGRATIONS)
     broken = ("CREATE INDEX jobs_client ON jobs (client_id)", "CREATE TABLE nope (")
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
     with pytest.raises(sqlite3.OperationalError):
         await fresh(path)
     version, rows = schema(path)
     assert version == known and "jobs_client" not in {name for _, name, _ in rows}  # rolled back
 
     good = ("CREATE INDEX jobs_client ON jobs (client_id)",)
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", (*migrations.MIGRATIONS[:known], good))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS[:known], good))
     await fresh(path)
     await fresh(path)  # already applied: nothing to do
     version, rows = schema(path)
