@@ -8,9 +8,12 @@ command that starts it when it does not. Nothing is skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from computenode.store import Store
 
 # loopblock: a test whose event loop was blocked fails (tests/loopblock.py).
 # pytester: tests/test_loopblock.py runs the plugin on a test of its own.
@@ -117,3 +120,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"the tests left things behind: {left}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real store in the test's own directory, closed after it."""
+    s = Store(tmp_path / "db.sqlite")
+    await s.open()
+    yield s
+    await s.close()

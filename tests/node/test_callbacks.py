@@ -28,14 +28,6 @@ def fast(attempts: int) -> float:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "db.sqlite")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client

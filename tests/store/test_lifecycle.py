@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -90,15 +88,7 @@ def test_store_errors_are_in_the_tree() -> None:
     assert issubclass(InvalidTransition, StoreError) and issubclass(StoreError, ComputeNodeError)
 
 
-# -- through the real store ---------------------------------------------------------------------
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "db.sqlite")
-    await s.open()
-    yield s
-    await s.close()
-
-
+# -- through the real store (the `store` fixture of tests/conftest.py) ---------------------------
 @pytest.mark.parametrize(("old", "new"), ALL_PAIRS, ids=[f"{o.value}->{n.value}" for o, n in ALL_PAIRS])
 async def test_store_enforces_every_pair(store: Store, old: S, new: S) -> None:
     eid = f"e-{old.value}-{new.value}"

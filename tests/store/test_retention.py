@@ -7,7 +7,6 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from computenode.store import Execution, JobRecord, Store, Tombstone
 
 DAY = 86400.0
 LATER = 31 * DAY  # past the default retention.history_for (30d)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "db.sqlite")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def cleaner_for(store: Store, root: Path, **retention: object) -> Cleaner:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,6 @@ import pytest
 from computenode.model import ExecutionState as S
 from computenode.model import JobState, ResourceUsageData, RunCommandResult
 from computenode.store import Destination, Execution, InvalidTransition, JobRecord, NotFound, Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(tmp_path / "db.sqlite")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_lifecycle_and_history(store: Store) -> None:
