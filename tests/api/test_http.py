@@ -13,7 +13,7 @@ from computenode.api.base import NodeView
 from computenode.api.http import INTERNAL_ERROR, MAX_BODY, field, required_field, str_field
 from computenode.errors import SpecError
 from computenode.node import Node
-from tests.node.conftest import RunningNode, node_settings
+from tests.node.conftest import TEST_NODE_ID, RunningNode, node_settings
 
 
 def test_field_lookup_ignores_case_as_go_does() -> None:
@@ -61,7 +61,7 @@ async def test_unexpected_error_is_json_500_and_node_stays_up(
     assert record.exc_info is not None and "a bug in a handler" in str(record.exc_info[1])
     assert (await rn.http.get("/healthz")).json() == {"status": "ok"}
     monkeypatch.undo()
-    assert (await rn.http.get("/api/v1/node")).json()["ID"] == "n-test"
+    assert (await rn.http.get("/api/v1/node")).json()["ID"] == TEST_NODE_ID
 
 
 async def test_bodies_over_the_limits_get_json_errors(make_node: Any) -> None:

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.node.conftest import RunningNode
+from tests.node.conftest import TEST_NODE_ID, RunningNode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = (EXAMPLES / "hello-wasm.yaml").read_bytes()
@@ -29,7 +29,7 @@ async def test_check_runs_every_strategy_and_stores_nothing(make_node: Any) -> N
     resp = await rn.http.post("/api/v1/jobs/check", content=HELLO, headers=YAML)
     assert resp.status_code == 200, resp.text
     answer = resp.json()
-    assert answer["Accepted"] is True and answer["Shards"] == 1 and answer["NodeID"] == "n-test"
+    assert answer["Accepted"] is True and answer["Shards"] == 1 and answer["NodeID"] == TEST_NODE_ID
     names = [v["Name"] for v in answer["Verdicts"]]
     for name in ("networking", "node_selectors", "timeout", "installed", "capacity", "draining", "queue"):
         assert name in names, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# One node ID per test process: two test runs on one machine (a developer's and CI's, or parallel
+# engineers') must not reap each other's containers, which their nodes find by this ID.
+TEST_NODE_ID = f"n-test-{uuid.uuid4().hex[:8]}"
+
+
 def node_settings(tmp_path: Path, ipfs_api: str, **extra: Any) -> Settings:
     base = {
-        "node": {"id": "n-test", "labels": {"env": "test"}, "data_dir": str(tmp_path / "node")},
+        "node": {"id": TEST_NODE_ID, "labels": {"env": "test"}, "data_dir": str(tmp_path / "node")},
         "api": {"listen": "127.0.0.1:0"},
         "capacity": {"total": {"cpu": "2", "memory": "2Gi", "disk": "10Gi"}},
         "job_selection": {"locality": "anywhere"},

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.node.conftest import CallbackServer, RunningNode
+from tests.node.conftest import TEST_NODE_ID, CallbackServer, RunningNode
 
 NOOP_JOB: dict[str, Any] = {"APIVersion": "V1beta1", "Spec": {"Engine": "Noop", "Publisher": "Local"}}
 
@@ -26,7 +26,7 @@ async def test_owned_noop_job_completes_and_results_are_served(make_node) -> Non
     body = await rn.wait_job(job_id)
     assert body["State"] == "Completed"
     [shard] = body["Shards"]
-    assert shard["State"] == "Completed" and shard["NodeId"] == "n-test"
+    assert shard["State"] == "Completed" and shard["NodeId"] == TEST_NODE_ID
     assert shard["RunOutput"]["exitCode"] == 0
     published = shard["PublishedResults"]
     assert published["StorageSource"] == "URLDownload"
@@ -171,11 +171,11 @@ async def test_status_endpoints(make_node) -> None:
     ready = await rn.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["store"]["ok"]
     info = (await rn.http.get("/api/v1/node")).json()
-    assert info["ID"] == "n-test" and info["Labels"] == {"env": "test"} and "Noop" in info["Engines"]
+    assert info["ID"] == TEST_NODE_ID and info["Labels"] == {"env": "test"} and "Noop" in info["Engines"]
     metrics = (await rn.http.get("/metrics")).text
     assert "computenode_queue_depth" in metrics
     page = (await rn.http.get("/")).text
-    assert "n-test" in page
+    assert TEST_NODE_ID in page
     drained = await rn.http.post("/api/v1/node/drain", json={"Mode": "graceful"})
     assert drained.json()["Draining"] is True
     assert (await rn.http.get("/readyz")).status_code == 503

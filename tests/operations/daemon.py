@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# One node ID per test process, so two test runs on one machine never reap each other's containers.
+OPS_NODE_ID = f"n-ops-{uuid.uuid4().hex[:8]}"
+
+
 class Daemon:
     def __init__(self, tmp: Path, ipfs_api: str, docker_host: str, **extra: Any) -> None:
         self.tmp = tmp
@@ -35,7 +40,7 @@ class Daemon:
         self.config_path = tmp / "computenode.yaml"
         self.log_path = tmp / "daemon.log"
         self.config = deep_merge({
-            "node": {"id": "n-ops", "labels": {"tier": "one"}, "data_dir": str(tmp / "data")},
+            "node": {"id": OPS_NODE_ID, "labels": {"tier": "one"}, "data_dir": str(tmp / "data")},
             "api": {"listen": f"127.0.0.1:{self.port}"},
             "capacity": {"total": {"cpu": "2", "memory": "2Gi", "disk": "10Gi"}},
             "job_selection": {"locality": "anywhere"},

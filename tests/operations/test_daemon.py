@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.node.conftest import CallbackServer
-from tests.operations.daemon import COMPUTENODE, REPO, Daemon
+from tests.operations.daemon import COMPUTENODE, OPS_NODE_ID, REPO, Daemon
 
 BUSYBOX = "computenode-test/busybox:latest"
 
@@ -164,9 +164,9 @@ def test_kill_9_then_restart_leaves_nothing_active_or_orphaned(daemon) -> None:
             eid_path = f"/api/v1/executions/{a['ExecutionID']}"
             await asyncio.to_thread(d.wait_for, eid_path, lambda e: e["State"] == "Running")
             deadline = time.monotonic() + 20
-            while not await asyncio.to_thread(containers_of, "n-ops") and time.monotonic() < deadline:
+            while not await asyncio.to_thread(containers_of, OPS_NODE_ID) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(containers_of, "n-ops"), "the job's container never appeared"
+            assert await asyncio.to_thread(containers_of, OPS_NODE_ID), "the job's container never appeared"
             d.signal(signal.SIGKILL)
             await asyncio.to_thread(d.wait_exit)
             await asyncio.to_thread(d.start)
@@ -176,9 +176,9 @@ def test_kill_9_then_restart_leaves_nothing_active_or_orphaned(daemon) -> None:
             assert running.json()["Executions"] == []
             await cb.wait_for("on_compute_failure", a["ExecutionID"], timeout_s=20)
             deadline = time.monotonic() + 20
-            while await asyncio.to_thread(containers_of, "n-ops") and time.monotonic() < deadline:
+            while await asyncio.to_thread(containers_of, OPS_NODE_ID) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert await asyncio.to_thread(containers_of, "n-ops") == []
+            assert await asyncio.to_thread(containers_of, OPS_NODE_ID) == []
         finally:
             await cb.stop()
 
@@ -260,17 +260,17 @@ def test_restart_removes_the_previous_runs_containers_whatever_their_age(daemon)
     eid = created["Executions"][0]["ExecutionID"]
     d.wait_for(f"/api/v1/executions/{eid}", lambda e: e["State"] == "Running")
     deadline = time.monotonic() + 20
-    while not containers_of("n-ops") and time.monotonic() < deadline:
+    while not containers_of(OPS_NODE_ID) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert containers_of("n-ops"), "the job's container never appeared"
-    labels = [f"{MANAGED}=1", f"{NODE}=n-ops", f"{EXECUTION}=e-never-started"]
+    assert containers_of(OPS_NODE_ID), "the job's container never appeared"
+    labels = [f"{MANAGED}=1", f"{NODE}={OPS_NODE_ID}", f"{EXECUTION}=e-never-started"]
     subprocess.run(["docker", "create", *(a for lb in labels for a in ("--label", lb)), BUSYBOX, "true"],
                    capture_output=True, check=True)  # fmt: skip
     d.signal(signal.SIGKILL)
     d.wait_exit()
-    before = set(containers_of("n-ops"))
+    before = set(containers_of(OPS_NODE_ID))
     assert len(before) == 2
     d.start()  # ready only once start-up has reaped and reconciled
-    assert before.isdisjoint(containers_of("n-ops"))  # the retry may have made its own by now
+    assert before.isdisjoint(containers_of(OPS_NODE_ID))  # the retry may have made its own by now
     ex = d.get(f"/api/v1/executions/{eid}").json()
     assert ex["State"] == "Failed" and "node restarted" in ex["Comment"]

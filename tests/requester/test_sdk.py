@@ -9,7 +9,7 @@ import httpx
 import wasmtime
 
 from computenode.model import ExecutionState
-from tests.node.conftest import RunningNode
+from tests.node.conftest import TEST_NODE_ID, RunningNode
 from tests.requester.conftest import Sdk
 from tests.requester.keys import client_id, client_key, pkcs1_b64, sign, signed_body
 
@@ -57,7 +57,7 @@ async def test_sdk_runs_docker_and_wasm_jobs(node: RunningNode, sdk: Sdk) -> Non
     assert state["state"] == "Completed", state
     [shard] = state["shards"].values()
     [ex] = shard["executions"]
-    assert shard["state"] == "Completed" and ex["state"] == "Completed" and ex["node_id"] == "n-test"
+    assert shard["state"] == "Completed" and ex["state"] == "Completed" and ex["node_id"] == TEST_NODE_ID
     assert ex["run_output"]["stdout"] == "out\n" and ex["run_output"]["exit_code"] == 0
     # Estuary without a key is published to IPFS, as v0.3.23 did.
     [result] = (await sdk.ok("results", docker_job["metadata"]["id"]))["results"]
@@ -85,7 +85,7 @@ async def test_node_endpoints_in_v03_shapes(node: RunningNode, sdk: Sdk) -> None
     assert info["compute_node_info"]["execution_engines"] == ["Docker", "Noop", "Wasm"]
     assert info["labels"] == {"env": "test"} and info["compute_node_info"]["max_capacity"]["cpu"] == 2
     assert (await sdk.ok("version"))["build_version_info"]["gitversion"] == "v0.3.23"
-    assert await sdk.ok("id") == "n-test"
+    assert await sdk.ok("id") == TEST_NODE_ID
     assert await sdk.ok("livez") == "b'OK'"  # the apiclient str()s the text/plain bytes, as against Bacalhau
     assert (await node.http.get("/healthz")).json() == {"status": "ok"}  # the node's own, unchanged
 
