@@ -18,6 +18,8 @@ What it does (each step prints one `[probe] STEP ...` line with timing):
      requester identified us); the fake compute side accepts, answers
      bid_accepted, calls back on_run_complete, answers result_accepted and calls
      back on_publish_complete, and the job should reach Completed;
+  5. phase "dialback": publishes NodeInfo, hangs up, and submits a job: the requester
+     has to dial our listen address (inbound to py-libp2p).
   4. phase "gossip": publishes NodeInfo with a label on bacalhau-node-info and
      submits a job with `-s spike=gossip`: only a requester that received the
      NodeInfo can rank us (labels come only from NodeInfo).
@@ -314,6 +316,12 @@ class Probe:
             "listen": [str(multiaddr.Multiaddr(a)) for a in msg.listen_addrs],
         }
 
+    async def trio_disconnect(self, addr: str) -> None:
+        await self.host.disconnect(info_from_p2p_addr(multiaddr.Multiaddr(addr)).peer_id)
+
+    async def trio_connected(self) -> list[str]:
+        return [str(p) for p in self.host.get_network().connections]
+
     async def trio_publish(self, data: bytes) -> None:
         await self.pubsub.publish(NODE_INFO_TOPIC, data)
 
@@ -525,6 +533,17 @@ class Probe:
             results["selector job (needs NodeInfo)"] = await self.submit_and_wait(
                 "gossip-phase", ["-s", "spike=gossip", "--cpu", "1", "--memory", "100Mb"]
             )
+        if self.args.phase == "dialback":
+            # We hang up; the requester must dial our listen address itself (Go dials, py listens).
+            await self.bridge.call(self.trio_publish, self.node_info())
+            await asyncio.sleep(1)
+            await self.bridge.call(self.trio_disconnect, self.args.requester)
+            await asyncio.sleep(0.5)
+            say(
+                "dialback", f"disconnected; connected peers now {await self.bridge.call(self.trio_connected)}"
+            )
+            results["job after we hung up (requester dials us)"] = await self.submit_and_wait("dialback", [])
+            say("dialback", f"connected peers now {await self.bridge.call(self.trio_connected)}")
         say("result", json.dumps(results))
         self.bridge.stop()
         return 0
@@ -539,7 +558,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=11236)
     p.add_argument("--security", default="noise,tls", help="noise,tls | noise | tls")
     p.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
-    p.add_argument("--phase", default="both", choices=["identify", "gossip", "both", "none"])
+    p.add_argument("--phase", default="both", choices=["identify", "gossip", "both", "dialback", "none"])
     p.add_argument("--timeout", type=float, default=60)
     return p.parse_args()
 
