@@ -24,7 +24,10 @@ _RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a caller passed with `extra=`."""
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_KEYS and not k.startswith("_")}
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_KEYS and k[0] != "_"}
+
+
+_LEVELS = {name: name.lower() for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,12 +36,13 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "level": _LEVELS.get(record.levelname) or record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in extra_fields(record).items():
-            out.setdefault(key, value)
+        for key, value in vars(record).items():
+            if key not in _RECORD_KEYS and key[0] != "_" and key not in out:  # extra_fields, inlined
+                out[key] = value
         if record.exc_info:
             out["traceback"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -80,6 +84,10 @@ def _isatty(stream: IO[str]) -> bool:
 def setup_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | None = None) -> None:
     """Configure the root logger once (dictConfig), replacing any handler already there."""
     stream = stream or sys.stderr
+    # Neither formatter shows the caller's file and line, thread or process: logging need not
+    # look them up for each record (the logging HOWTO's "Optimization" settings).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     formatter = JsonFormatter if wants_json(fmt, stream) else TextFormatter
     logging.config.dictConfig(
         {

@@ -33,6 +33,7 @@ from computenode.model import (
 )
 from computenode.shards import ShardPlans
 from computenode.storage.base import StorageProvider
+from computenode.storage.inline import InlineStorage, inline_size
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +128,17 @@ class Bidder:
 
     async def decide(self, job: Job) -> BidDecision:
         """Every reason not to bid (empty: bid), the usage of one copy of a shard, and the shard count."""
-        if job.spec.all_storage_specs():  # sizes and shard plans look inputs up: concurrently
+        usage_now = self._usage_now(job)
+        if usage_now is None:  # sizes and shard plans look inputs up: concurrently
             verdicts, usage, (shards, shard_reason) = await asyncio.gather(
                 self.evaluate(job), self.usage(job), self.plans.count(job)
             )
         else:
-            # No inputs: usage and count await nothing, and gather's three tasks were a
-            # quarter of a decision's CPU time (bench/bid_bench.py).
-            verdicts = await self.evaluate(job)
-            usage = await self.usage(job)
+            # No input needs I/O to size (none, or inline only, like a WASM job's module): no
+            # task at all; gather's and the size lookups' tasks were 7 of a WASM job's ~12
+            # (docs/performance.md).
+            verdicts = await self._evaluate(job, usage_now)
+            usage = usage_now
             shards, shard_reason = await self.plans.count(job)
         reasons = [v.reason for v in verdicts if not v.ok]
         if shard_reason:
@@ -146,6 +149,9 @@ class Bidder:
 
     async def evaluate(self, job: Job) -> list[Verdict]:
         """Every strategy's Verdict, in STRATEGY_NAMES order; never raises for a bad probe or backend."""
+        return await self._evaluate(job, self._usage_now(job))
+
+    async def _evaluate(self, job: Job, usage_now: ResourceUsageData | None) -> list[Verdict]:
         spec, policy = job.spec, self.selection
         now: dict[str, Verdict] = {
             "networking": strategies.networking(spec, policy),
@@ -154,7 +160,7 @@ class Bidder:
             "timeout": strategies.timeout(spec, self.timeouts),
             "supported": strategies.supported(spec),
         }
-        later = self._io_strategies(job, now)
+        later = self._io_strategies(job, now, usage_now)
         if len(later) == 1:  # the common case: no task to create (a third of a decision's cost)
             [(name, start)] = later.items()
             now[name] = await _guard(name, start)
@@ -164,7 +170,7 @@ class Bidder:
         return [now[name] for name in STRATEGY_NAMES]
 
     def _io_strategies(
-        self, job: Job, now: dict[str, Verdict]
+        self, job: Job, now: dict[str, Verdict], usage_now: ResourceUsageData | None
     ) -> dict[str, Callable[[], Awaitable[Verdict]]]:
         """The strategies that await something for this job; those that need not go straight into `now`."""
         spec, policy = job.spec, self.selection
@@ -177,10 +183,10 @@ class Bidder:
             now["locality"] = Verdict(
                 "locality", True, "job_selection.locality is anywhere" if anywhere else "no inputs"
             )
-        if spec.all_storage_specs():
+        if usage_now is None:
             later["job_max"] = partial(self._job_max, job)
         else:
-            now["job_max"] = strategies.job_max(self._usage_of(spec, 0), self.limits.job_max)
+            now["job_max"] = strategies.job_max(usage_now, self.limits.job_max)
         payload = probes.probe_payload(self.node_id, job) if policy.probe_http or policy.probe_exec else b""
         if policy.probe_http:
             later["probe_http"] = partial(
@@ -201,14 +207,27 @@ class Bidder:
         if cached is not None and cached[0] is job and not cached[1].cancelled():
             self._usage.move_to_end(key)
             return await asyncio.shield(cached[1])
+        usage_now = self._usage_now(job)
+        if usage_now is not None:  # no I/O: no task, no cache (the benchmark's common case)
+            return usage_now
         specs = job.spec.all_storage_specs()
-        if not specs:  # no I/O: no task, no cache (the benchmark's common case)
-            return self._usage_of(job.spec, 0)
         future = asyncio.ensure_future(self._compute_usage(job.spec, specs))
         self._usage[key] = (job, future)  # the entry holds the job, so id(job) is not reused meanwhile
         while len(self._usage) > _USAGE_CACHE_SIZE:
             self._usage.popitem(last=False)
         return await asyncio.shield(future)
+
+    def _usage_now(self, job: Job) -> ResourceUsageData | None:
+        """The usage when no input's size needs I/O (no inputs, or inline ones only), else None."""
+        total = 0
+        for spec in job.spec.all_storage_specs():
+            provider = self.storage.get(spec.storage_source) if spec.storage_source else None
+            if provider is None:
+                continue  # size 0, as _size says
+            if not isinstance(provider, InlineStorage):
+                return None
+            total += inline_size(spec)
+        return self._usage_of(job.spec, total)
 
     def _usage_of(self, spec: Spec, input_bytes: int) -> ResourceUsageData:
         # Bacalhau: parsed.Intersect(defaults).Max(disk); the spec's Disk covers its inputs when larger.

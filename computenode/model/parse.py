@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any, get_args
 
 import yaml
@@ -135,24 +136,35 @@ _JOB_EXTRA = frozenset({"id", "clientid", "createdat", "deal", "executionplan", 
 
 
 def _unknown(model: type[BaseModel], doc: dict[Any, Any], path: str) -> list[str]:
-    fields = {(f.alias or name).lower(): f.annotation for name, f in model.model_fields.items()}
-    fields |= {name.lower(): f.annotation for name, f in model.model_fields.items()}
+    fields = _fields(model)
     found = []
     for key, value in doc.items():
-        where = f"{path}.{key}" if path else str(key)
         name = str(key).lower()
         if name not in fields:
             if not (model is Job and name in _JOB_EXTRA):
-                found.append(where)
+                found.append(f"{path}.{key}" if path else str(key))
             continue
-        inner = _model_of(fields[name])
-        if inner is not None and isinstance(value, dict):
-            found += _unknown(inner, value, where)
-        elif inner is not None and isinstance(value, list):
+        inner = fields[name]
+        if inner is None:
+            continue
+        if isinstance(value, dict):
+            found += _unknown(inner, value, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, dict):
-                    found += _unknown(inner, item, f"{where}.{i}")
+                    found += _unknown(inner, item, f"{path}.{key}.{i}" if path else f"{key}.{i}")
     return found
+
+
+@cache
+def _fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    """A model's field names (alias and attribute, lowercased) -> the model each holds, if any.
+
+    Once per model: rebuilding it for every object of every submitted document was most of the walk.
+    """
+    annotations = {(f.alias or name).lower(): f.annotation for name, f in model.model_fields.items()}
+    annotations |= {name.lower(): f.annotation for name, f in model.model_fields.items()}
+    return {name: _model_of(annotation) for name, annotation in annotations.items()}
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

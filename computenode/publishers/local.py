@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import stat
 import tarfile
 from pathlib import Path
 
@@ -86,13 +87,51 @@ def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 
 def _archive(results_dir: Path, dest: Path) -> None:
-    """Write the tar.gz beside dest and rename it in: a crash never leaves half an archive."""
+    """Write the tar.gz beside dest and rename it in: a crash never leaves half an archive.
+
+    GNU format: the PAX default added a header to every member for its fractional mtime.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-            for entry in sorted(results_dir.iterdir()):
-                tar.add(entry, arcname=entry.name, recursive=True, filter=_plain)  # symlinks kept as links
+        with tarfile.open(tmp, "w:gz", compresslevel=6, format=tarfile.GNU_FORMAT) as tar:
+            seen: dict[tuple[int, int], str] = {}
+            for name in sorted(os.listdir(results_dir)):
+                _add(tar, results_dir / name, name, seen)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str, seen: dict[tuple[int, int], str]) -> None:
+    """`tar.add(path, arcname, filter=_plain)` (symlinks kept as links, hard links as links to the
+    first name archived) without its owner and group name lookups per member, mtimes in whole seconds."""
+    st = os.lstat(path)
+    info = tarfile.TarInfo(arcname)
+    info.mode, info.uid, info.gid, info.mtime = st.st_mode, st.st_uid, st.st_gid, int(st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        inode = (st.st_ino, st.st_dev)
+        first = seen.get(inode)
+        if st.st_nlink > 1 and first is not None and first != arcname:
+            info.type, info.linkname = tarfile.LNKTYPE, first
+        else:
+            info.size = st.st_size
+            if st.st_ino:
+                seen[inode] = arcname
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    else:
+        return  # FIFOs, sockets, devices: _plain refuses them anyway
+    member = _plain(info)
+    if member is None:
+        return
+    if member.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(member, f)
+        return
+    tar.addfile(member)
+    if member.isdir():
+        for name in sorted(os.listdir(path)):
+            _add(tar, path / name, f"{arcname}/{name}", seen)
