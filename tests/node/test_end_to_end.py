@@ -129,4 +129,7 @@ async def test_logs_of_a_published_execution_are_whole(make_node, docker_host: s
     eid = body["Shards"][0]["ExecutionId"]
     logs = await rn.http.get(f"/api/v1/executions/{eid}/logs")
     assert logs.status_code == 200 and logs.text == ("xxxxxxxxx\n" * 1000)[:10000]
-    assert not rn.node.compute.runner.work_dir(eid).exists()  # the rest of the work dir is gone
+    work = rn.node.compute.runner.work_dir(eid)
+    async with asyncio.timeout(10):  # the rest of the work dir goes just after Completed is stored
+        while await asyncio.to_thread(work.exists):
+            await asyncio.sleep(0.05)
