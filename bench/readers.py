@@ -1,7 +1,7 @@
 """A job's latency while other client processes read back-to-back, against the same job quiet.
 
     .venv/bin/python bench/readers.py [--rounds 3] [--seconds 6] [--fill 20000]
-                                      [--dashboard 2] [--rlist 1] [--list 0]
+                                      [--dashboard 2] [--rlist 1] [--list 0] [--healthz 0]
 
 Starts `computenode run` (bench/_node.py), its store filled first with `--fill` completed
 executions (bench/store_bench.py's fill: jobs of v0.3 clients c-0..c-9). Each round has a
@@ -82,8 +82,12 @@ def main() -> None:
     ap.add_argument("--dashboard", type=int, default=2)
     ap.add_argument("--rlist", type=int, default=1, help="readers of POST /requester/list")
     ap.add_argument("--list", type=int, default=0, help="readers of GET /api/v1/executions")
+    ap.add_argument(
+        "--healthz", type=int, default=0, help="readers of /healthz (the cheapest call: a control)"
+    )
     args = ap.parse_args()
     readers = ["dashboard"] * args.dashboard + ["rlist"] * args.rlist + ["list"] * args.list
+    readers += ["healthz"] * args.healthz
 
     def prefill(data_dir: Path) -> None:
         if args.fill:
