@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -68,10 +69,19 @@ def _gc(phase: str, info: dict[str, int]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def _freeze_after(seconds: float) -> None:
+    """An experiment ($STALL_FREEZE_AFTER_S): gc.freeze() once the node has started, so later
+    full collections do not scan what start-up made."""
+    time.sleep(seconds)
+    gc.freeze()
+
+
 def run() -> int:
     sys.argv = ["computenode", *sys.argv[sys.argv.index("run") :]]
     asyncio.events.Handle._run = _timed  # type: ignore[method-assign]
     gc.callbacks.append(_gc)
+    if freeze := os.environ.get("STALL_FREEZE_AFTER_S"):
+        threading.Thread(target=_freeze_after, args=(float(freeze),), daemon=True).start()
     return main()
 
 

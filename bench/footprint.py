@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--kind", default="noop", choices=("noop", "wasm"))
+    ap.add_argument("--freeze-after-s", default="", help="gc.freeze() in the node this long after its start")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="footprint-"))
     stalls = tmp / "stalls.jsonl"
@@ -69,7 +70,7 @@ def main() -> None:
     node = _Node(
         wrapper=(sys.executable, str(REPO / "bench" / "_stall_node.py")),
         extra=extra,
-        env={"STALL_LOG": str(stalls), "STALL_MS": "20"},
+        env={"STALL_LOG": str(stalls), "STALL_MS": "20", "STALL_FREEZE_AFTER_S": args.freeze_after_s},
     )
     idle_at = load_at = load_end = 0.0  # the phases' wall-clock bounds, for the stall report
     try:
