@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,15 @@ class NodeProcess:
     """`computenode run` in a child process with its own data dir; stop() ends it (SIGTERM)."""
 
     def __init__(
-        self, docker: bool = False, wrapper: Sequence[str] = (), extra: dict[str, Any] | None = None
+        self,
+        docker: bool = False,
+        wrapper: Sequence[str] = (),
+        extra: dict[str, Any] | None = None,
+        prefill: Callable[[Path], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`prefill(data_dir)` runs before the node starts (e.g. a store filled by store_bench);
+        `env` is added to the node's environment."""
         self.tmp = Path(tempfile.mkdtemp(prefix="computenode-bench-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,11 +84,18 @@ class NodeProcess:
             config.setdefault(key, {}).update(value)
         cfg = self.tmp / "node.yaml"
         cfg.write_text(yaml.safe_dump(config))
+        if prefill is not None:
+            (self.tmp / "data").mkdir()
+            prefill(self.tmp / "data")
         self.log = open(self.tmp / "node.log", "wb")  # noqa: SIM115 - closed in stop()
         code = "import sys; from computenode.cli import main; sys.exit(main())"
         cmd = [*wrapper, sys.executable, "-c", code, "run", "--config", str(cfg)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.started = time.perf_counter()
         self._wait_ready()
+        self.ready_s = time.perf_counter() - self.started  # start to /readyz 200
         self.pid = self._node_pid(bool(wrapper))
         self.ps = psutil.Process(self.pid)
 

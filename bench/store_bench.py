@@ -129,7 +129,7 @@ def wait_ready(port: int, timeout: float = 60.0) -> float:
     while time.perf_counter() - start < timeout:
         with contextlib.suppress(OSError, http.client.HTTPException):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/v1/node")
+            conn.request("GET", "/readyz")  # ready: the store opened, the loops started
             if conn.getresponse().status == 200:
                 conn.close()
                 return time.perf_counter() - start
