@@ -473,10 +473,10 @@ class Node:
             self.ready = True
             log.info("node ready", extra={"node_id": self.node_id, "listen": f"{self.base_url}"})
             sd_notify(f"READY=1\nSTATUS=serving on {self.base_url}")
-            # What start-up made (modules, engines, settings) lives as long as the node: frozen,
-            # full collections no longer rescan it; they held the loop ~100 ms under load, ~27 ms
-            # frozen (docs/performance.md, "Goals of the performance issue: where we stand").
-            gc.freeze()
+            if handle_signals:  # the node owns its process (not embedded, not under tests)
+                # What start-up made lives as long as the node: frozen, full collections stop
+                # rescanning it, which held the loop for long under load (docs/performance.md).
+                gc.freeze()
             self._start_loops()
             await stop.wait()
             sd_notify("STOPPING=1")
