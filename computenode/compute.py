@@ -103,7 +103,6 @@ class Compute:
         self.draining = False
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}  # parsed jobs by ID, a bounded cache of the store's
-        self._changed = asyncio.Condition()
         self.events = events or EventBus()
 
     def __repr__(self) -> str:
@@ -620,8 +619,6 @@ class Compute:
                 self.events.job(last.job_id, job_now.value)
         else:
             self.events.job(last.job_id, JobState.IN_PROGRESS.value)
-        async with self._changed:
-            self._changed.notify_all()
 
     async def _publish_job_state(self, job_id: str) -> None:
         """The job's stored state (the store keeps it with each change), published if terminal.
@@ -649,12 +646,9 @@ class Compute:
         return await self._move(execution_id, new, comment, version=ex.version)
 
     async def wait_changed(self, timeout_s: float) -> None:
-        """Wait until some execution changes state, or the timeout passes (long polls, tests)."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
-            except TimeoutError:
-                pass
+        """Wait until the next event on the bus (some execution or job changed), or the timeout."""
+        with self.events.subscribe() as sub:
+            await sub.get(timeout_s)
 
     @staticmethod
     def _meta(ex: Execution) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from computenode.model import ExecutionState, JobShardState, JobState, StorageSpec
+from computenode.model import ExecutionState, JobShardState, StorageSpec
 from computenode.store import Execution, Transition
 
 S = ExecutionState
@@ -65,19 +65,3 @@ def shard_state(node_id: str, ex: Execution) -> dict[str, Any]:
         published_results=ex.published or StorageSpec(),
         run_output=ex.run_output,
     ).to_wire()
-
-
-def job_state(executions: list[Execution], cancelled: bool) -> JobState:
-    """The whole job's state as Bacalhau's requester reports it."""
-    if any(not ex.state.is_terminal for ex in executions):
-        return JobState.IN_PROGRESS  # counts every copy and attempt, not only each shard's latest
-    shards = latest_per_shard(executions)
-    if not shards:
-        return JobState.CANCELLED if cancelled else JobState.NEW
-    states = [ex.state for ex in shards.values()]
-    if cancelled or all(s is S.CANCELLED for s in states):
-        return JobState.CANCELLED
-    done = sum(s is S.COMPLETED for s in states)
-    if done == len(states):
-        return JobState.COMPLETED
-    return JobState.PARTIAL_ERROR if done else JobState.ERROR

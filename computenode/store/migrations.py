@@ -12,13 +12,14 @@ from pathlib import Path
 
 from computenode.errors import SchemaTooNew
 
-# A job's state (model JobState) from its executions, as api/views.py job_state derives it:
+# A job's state (model JobState) from its executions, as Bacalhau's requester reports it (the
+# reference derivation is `job_state` in tests/store/test_job_state.py):
 # InProgress while any execution is active; else over each shard's telling execution (a
 # Completed one, else the newest attempt): none -> New (Cancelled once cancelled), the job
 # cancelled or every shard Cancelled -> Cancelled, all Completed -> Completed, some ->
-# PartialError, none -> Error. An expression over the row `jobs`; frozen as migration 4 uses it
+# PartialError, none -> Error. An expression over the row `jobs`; frozen as migration 5 uses it
 # (a change to the derivation is a new constant and a new migration).
-_JOB_STATE_V4 = """(CASE
+JOB_STATE_SQL = """(CASE
     WHEN EXISTS (SELECT 1 FROM executions AS e WHERE e.job_id = jobs.id AND e.state IN
         ('Created', 'BidAccepted', 'Running', 'WaitingVerification', 'ResultAccepted', 'Publishing'))
     THEN 'InProgress'
@@ -122,7 +123,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """INSERT INTO job_labels (job_id, position, label, created_at)
     SELECT jobs.id, a.key, a.value, jobs.created_at FROM jobs, json_each(jobs.job, '$.Spec.Annotations') AS a
     WHERE json_valid(jobs.job) AND a.type = 'text'""",
-        "UPDATE jobs SET state = " + _JOB_STATE_V4,
+        "UPDATE jobs SET state = " + JOB_STATE_SQL,
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,7 +37,7 @@ from computenode.store.execution import (
     Tombstone,
     Transition,
 )
-from computenode.store.migrations import _JOB_STATE_V4, MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
+from computenode.store.migrations import JOB_STATE_SQL, MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
 __all__ = [
     "MIGRATIONS",
@@ -890,8 +890,8 @@ def _job(row: sqlite3.Row) -> JobRecord:
     )
 
 
-_SET_JOB_STATE = "UPDATE jobs SET state = " + _JOB_STATE_V4 + " WHERE id = ?"
-# The same when the execution just written is active: _JOB_STATE_V4 is then InProgress, so the
+_SET_JOB_STATE = "UPDATE jobs SET state = " + JOB_STATE_SQL + " WHERE id = ?"
+# The same when the execution just written is active: JOB_STATE_SQL is then InProgress, so the
 # per-job derivation (a window over the job's executions) is skipped on most transitions.
 _SET_JOB_IN_PROGRESS = "UPDATE jobs SET state = 'InProgress' WHERE id = ?"
 # Above every character a job ID holds: `id >= p AND id < p + _TOP` is "id starts with p" as an

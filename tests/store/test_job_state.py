@@ -1,5 +1,6 @@
-"""The stored job state follows every execution change as api/views.py job_state derives it,
-and migration 4 computes it (and the labels) for a version-3 database's jobs."""
+"""The stored job state follows every execution change as `job_state` below derives it (the
+rule Bacalhau's requester reports), and the migration computes it (and the labels) for a
+version-3 database's jobs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,26 @@ import random
 import sqlite3
 from pathlib import Path
 
-from computenode.api.views import job_state
+from computenode.api.views import latest_per_shard
 from computenode.model import ExecutionState as S
 from computenode.model import JobState
 from computenode.store import Execution, InvalidTransition, JobRecord, Store, migrations
+
+
+def job_state(executions: list[Execution], cancelled: bool) -> JobState:
+    """The whole job's state from its executions, the reference the store's SQL must agree with."""
+    if any(not ex.state.is_terminal for ex in executions):
+        return JobState.IN_PROGRESS  # counts every copy and attempt, not only each shard's latest
+    shards = latest_per_shard(executions)
+    if not shards:
+        return JobState.CANCELLED if cancelled else JobState.NEW
+    states = [ex.state for ex in shards.values()]
+    if cancelled or all(s is S.CANCELLED for s in states):
+        return JobState.CANCELLED
+    done = sum(s is S.COMPLETED for s in states)
+    if done == len(states):
+        return JobState.COMPLETED
+    return JobState.PARTIAL_ERROR if done else JobState.ERROR
 
 
 async def derived(store: Store, job_id: str) -> JobState:
