@@ -49,7 +49,7 @@ APT_TOOLS=(curl sqlite3 chromium systemd)  # chromium: the dashboard test; syste
 # Bounded waits (seconds).
 WAIT_APT=1200       # someone else's apt-get/dpkg run
 WAIT_KUBO_BUILD=2400 # someone else's `go install` of kubo
-WAIT_DOCKERD=60
+WAIT_DOCKERD=900    # dockerd removes every stale network sandbox left by an unclean stop before it answers (~70 ms each)
 WAIT_REGISTRY=30
 WAIT_IPFS=60
 
@@ -191,7 +191,7 @@ docker_up() {
         if pid_alive "$pf"; then
             # A dockerd (ours, or one started by hand) runs but does not answer yet.
             log "docker: dockerd pid $(cat "$pf") exists; waiting for it to answer"
-            wait_until "$WAIT_DOCKERD" docker docker_ping && docker_cli info >/dev/null 2>&1 && return 0
+            wait_dockerd "$(cat "$pf")" "$logf" && docker_cli info >/dev/null 2>&1 && return 0
             tail_log "$logf"
             die "docker: dockerd pid $(cat "$pf") does not answer at $DOCKER_HOST_URL after ${WAIT_DOCKERD}s"
         fi
@@ -202,12 +202,36 @@ docker_up() {
     # containers get only lo unless they ask for the host network.
     setsid dockerd --host "$DEFAULT_DOCKER_HOST" --bridge=none --iptables=false \
         --pidfile "$pidfile" </dev/null >>"$logf" 2>&1 8>&- 9>&- &
-    if ! wait_until "$WAIT_DOCKERD" docker docker_ping; then
+    if ! wait_dockerd "$!" "$logf"; then
         tail_log "$logf"
         die "docker: dockerd did not answer at $DOCKER_HOST_URL within ${WAIT_DOCKERD}s"
     fi
     wait_until "$WAIT_DOCKERD" "docker info" docker_cli info || die "docker: 'docker info' fails"
     DOCKER_READY=1
+}
+
+# wait_dockerd PID LOGFILE: wait for the engine to answer while its process
+# lives. After an unclean stop (a killed session), dockerd first removes every
+# stale network sandbox, one per container it ever ran, before it opens its
+# socket: that can take minutes, so say how far it got instead of giving up.
+wait_dockerd() {
+    local pid=$1 logf=$2 start; start=$(now)
+    local deadline=$(( start + WAIT_DOCKERD )) next=$(( start + 30 ))
+    local base; base=$(grep -c 'Removing stale sandbox' "$logf" 2>/dev/null || true)
+    until docker_ping >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "docker: dockerd exited before it answered"
+            return 1
+        fi
+        [ "$(now)" -ge "$deadline" ] && return 1
+        if [ "$(now)" -ge "$next" ]; then
+            local n; n=$(grep -c 'Removing stale sandbox' "$logf" 2>/dev/null || true)
+            log "docker: dockerd not answering yet after $(( $(now) - start ))s; stale sandboxes removed so far: $(( ${n:-0} - ${base:-0} ))"
+            next=$(( next + 30 ))
+        fi
+        sleep 0.2
+    done
+    log "docker: ready"
 }
 
 # Build computenode-test/busybox:latest from Debian's static busybox.
