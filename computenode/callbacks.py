@@ -11,8 +11,9 @@ destination's (its head's attempts), so a requester down for minutes gets its wh
 in order, once it answers again; the queue is in the store, so a restart keeps it too.
 
 Transports are looked up by name in CallbackSender.transports: "http" (POST to the
-CallbackURL + "/" + name) is the only one today; another (a libp2p peer once the node joins a
-network) is a Transport registered under its own name, with its own addresses.
+CallbackURL + "/" + name), and "p2p" (a stream to a requester peer, registered by
+computenode/network/ when the node joins a Bacalhau network; the execution's requester is then
+`p2p://<peer id>`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from computenode.metrics import Metrics
 from computenode.store import Callback, Destination, Store
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
 HTTP = "http"
+P2P = "p2p"  # a libp2p peer: the Bacalhau network (computenode/network/), address = its peer ID
 
 
 def backoff_s(attempts: int) -> float:
@@ -68,6 +71,8 @@ def destination_of(requester: str) -> Destination:
     """The destination of a requester as an execution records it (Execution.callback_url)."""
     if requester.startswith(("http://", "https://")):
         return Destination(HTTP, requester.rstrip("/"))
+    if requester.startswith(P2P + "://"):
+        return Destination(P2P, requester.removeprefix(P2P + "://"))
     raise ValueError(f"no callback transport for requester {requester!r}")
 
 
@@ -78,8 +83,10 @@ class CallbackSender:
         http: httpx.AsyncClient,
         timeout_s: float = 10.0,
         backoff: Callable[[int], float] = backoff_s,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.backoff = backoff
         self.transports: dict[str, Transport] = {HTTP: HttpTransport(http, timeout_s)}
         self._wake = asyncio.Event()
@@ -161,6 +168,7 @@ class CallbackSender:
             why: str | None = f"no sender for transport {cb.destination.transport!r}"
         else:
             why = await transport.deliver(cb.destination.address, cb.name, cb.body)
+        self.metrics.callbacks.labels(cb.destination.transport, "retried" if why else "delivered").inc()
         if why is None:
             await self.store.callback_done(cb.id)
             return True

@@ -249,6 +249,39 @@ class RetentionConfig(Section):
     min_free_disk: Size = 1024**3  # below this the node stops bidding
 
 
+_TCP_MADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+$")
+_PEER_MADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+$")
+
+
+class NetworkConfig(Section):
+    """Joining a Bacalhau v0.3.23 network over libp2p (computenode/network/, docs/network.md)."""
+
+    enabled: bool = False
+    listen: list[str] = Field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/1235"])
+    # Requesters, each /ip4/HOST/tcp/PORT/p2p/<peer id>: dialled at start and redialled every 10 s.
+    peers: list[str] = Field(default_factory=list)
+    key_file: str = ""  # Ed25519 identity; empty: <data_dir>/libp2p.key, made once, mode 0600
+    node_info_interval: Duration = Field(30.0, gt=0)
+    # Offers from connected peers that are not in `peers` are refused unless this is set.
+    accept_any_requester: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not _TCP_MADDR.match(addr):
+                raise ValueError(f"{addr!r} is not a TCP multiaddr like /ip4/127.0.0.1/tcp/1235")
+        return v
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if not _PEER_MADDR.match(addr):
+                raise ValueError(f"{addr!r} is not a peer multiaddr like /ip4/10.0.0.5/tcp/1235/p2p/Qm…")
+        return v
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = "auto"
@@ -269,6 +302,7 @@ class Settings(BaseSettings):
     publishers: PublishersConfig = Field(default_factory=PublishersConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

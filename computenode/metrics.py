@@ -41,6 +41,15 @@ class Metrics:
         self.bytes_freed = Counter(
             "computenode_cleanup_bytes_freed_total", "Bytes freed by disk cleanup", registry=r
         )
+        self.offers = Counter(
+            "computenode_offers_total", "Offers (ask_for_bid) received, by transport", ["transport"], registry=r
+        )
+        self.callbacks = Counter(
+            "computenode_callbacks_total",
+            "Callback deliveries by transport and outcome (delivered, or retried)",
+            ["transport", "outcome"],
+            registry=r,
+        )
         self.callbacks_pending = Gauge(
             "computenode_callbacks_pending", "Callbacks not yet acknowledged", registry=r
         )

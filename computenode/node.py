@@ -50,6 +50,8 @@ from computenode.version import __version__
 
 if TYPE_CHECKING:
     from computenode.check import CheckReport
+    from computenode.network.service import Network
+    from computenode.network.wire import NodeFacts
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class Node:
         self.ready = False  # start() finished: the API serves everything
         self.metrics = Metrics()
         self.cleaner: Cleaner | None = None  # made by the first cleanup pass
+        self.network: Network | None = None  # with network.enabled: the Bacalhau network over libp2p
         self.events = EventBus()  # lives as long as this object: SSE streams end when it closes
         self._stack = contextlib.AsyncExitStack()
         self._loops_stop = asyncio.Event()
@@ -318,7 +321,7 @@ class Node:
             progress=self.events.progress,
         )
         gpus = await asyncio.to_thread(gpu_indexes)  # may run nvidia-smi
-        self.callbacks = CallbackSender(self.store, self.http)
+        self.callbacks = CallbackSender(self.store, self.http, metrics=self.metrics)
         self.compute = Compute(
             node_id=self.node_id,
             store=self.store,
@@ -336,6 +339,43 @@ class Node:
         self.compute.draining = bool(await self.store.get_meta(DRAIN_KEY))
         live = await self._reap_orphans(startup=True)
         await self.compute.reconcile(live)
+        if s.network.enabled:
+            await self._join_network(stack)
+
+    async def _join_network(self, stack: contextlib.AsyncExitStack) -> None:
+        try:
+            from computenode.network.service import Network
+        except ImportError as exc:
+            why = f"needs the network extra (pip install 'computenode[network]'): {exc}"
+            raise SpecError([("network.enabled", why)]) from None
+        self.network = Network(
+            config=self.settings.network,
+            data_dir=self.data_dir,
+            compute=self.compute,
+            facts=self.node_facts,
+            metrics=self.metrics,
+        )
+        stack.push_async_callback(self.network.aclose)
+        await self.network.start()
+        self.health.checks["network"] = self.network.check
+
+    def node_facts(self) -> NodeFacts:
+        """What the node tells a Bacalhau network about itself (its gossiped NodeInfo)."""
+        from computenode.network.wire import NodeFacts
+
+        cap = self.capacity()
+        return NodeFacts(
+            engines=self.usable_engines(),
+            labels=self.labels,
+            total=cap.total,
+            available=cap.available,
+            job_max=cap.job_max,
+            running=cap.running_executions,
+            queued=cap.queued_executions,
+        )
+
+    def network_status(self) -> dict[str, Any] | None:
+        return self.network.status() if self.network is not None else None
 
     async def aclose(self) -> None:
         """Stop the background loops and close everything start() opened, last opened first."""
@@ -418,6 +458,8 @@ class Node:
         self.bidder.update(selection=new.job_selection, limits=self.limits)
         self.compute.scheduler.resize(self.limits.total, self.limits.queue)
         logging.getLogger().setLevel(new.logging.level.upper())
+        if self.network is not None:
+            self.network.publish_soon()  # labels or capacity may have changed
         log.info("configuration reloaded", extra={"needs_restart": needs_restart})
         if needs_restart:
             log.warning("changed keys need a restart to take effect", extra={"keys": needs_restart})
@@ -443,6 +485,8 @@ class Node:
         loops.every("cleanup", 60.0, self._clean_disk)
         loops.every("disk_reserve", 5.0, partial(asyncio.to_thread, self.reserve.ensure))
         loops.start("watchdog", partial(notify_loop, self.status_line))
+        if self.network is not None:
+            loops.start("network", self.network.run)
 
     async def run(self, stop: asyncio.Event | None = None, handle_signals: bool = True) -> int:
         from computenode.api.server import ApiServer

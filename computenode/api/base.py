@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from computenode.check import CheckReport
@@ -103,6 +103,11 @@ class NodeView(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    def network_status(self) -> dict[str, Any] | None:
+        """The libp2p side (peer ID, listen addresses, peers, per-requester counts); None when the
+        node is not part of a network."""
+        ...
 
     @property
     def compute(self) -> ComputeActions: ...

@@ -189,6 +189,8 @@ class ApiServer:
         }
         if node.ipfs_api:  # where `computenode get` fetches IPFS results and `run` adds large files
             info["IPFS"] = {"API": node.ipfs_api}
+        if (network := node.network_status()) is not None:
+            info["Network"] = network
         return json_response(info)
 
     async def drain(self, request: web.Request) -> web.Response:
@@ -227,6 +229,7 @@ class ApiServer:
 
     # -- compute endpoint -------------------------------------------------------------------------
     async def ask_for_bid(self, request: web.Request) -> web.Response:
+        self.node.metrics.offers.labels("http").inc()
         body = await json_body(request)
         job = job_from_document(required_field(body, "Job"))
         indexes = field(body, "ShardIndexes", [0])
