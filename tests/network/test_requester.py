@@ -11,10 +11,6 @@ from tests.network.conftest import StartRequester
 from tests.network.requester import Requester
 
 
-def test_bacalhau_bin_is_v0_3_23(bacalhau_bin: str) -> None:
-    assert services.probe_bacalhau_bin(bacalhau_bin) is None
-
-
 async def test_requester_answers_restarts_with_the_same_peer_id(requester: Requester) -> None:
     assert requester.peer_id.startswith("Qm")  # RSA identity, as BACALHAU-NETWORK.md says
     assert requester.multiaddr == f"/ip4/127.0.0.1/tcp/{requester.swarm_port}/p2p/{requester.peer_id}"
