@@ -5,7 +5,8 @@
   that builds it.
 * ``requester``: a fresh requester for the test, stopped and reaped after it.
 * ``start_requester``: a factory, ``await start_requester()``, for tests that need two
-  requesters; every one it started is stopped and reaped after the test.
+  requesters (or ``node_type="requester,compute"``: a Go hybrid that runs the jobs
+  itself, as a reference worker); every one it started is stopped and reaped after the test.
 
 Each requester has its own directory under the test's tmp_path, free loopback ports and
 the test bed's kubo (the ``ipfs_api`` fixture).
@@ -13,7 +14,7 @@ the test bed's kubo (the ``ipfs_api`` fixture).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -41,19 +42,28 @@ def bacalhau_bin() -> str:
 
 class StartRequester(Protocol):
     def __call__(
-        self, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+        self,
+        *,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        node_type: str = "requester",
     ) -> Awaitable[Requester]: ...
 
 
 @pytest.fixture
 async def start_requester(bacalhau_bin: str, ipfs_api: str, tmp_path: Path) -> AsyncIterator[StartRequester]:
-    """``await start_requester(extra_args=(...), env={...})``: a started ``Requester``."""
+    """``await start_requester(extra_args=(...), env={...}, node_type=...)``: a started ``Requester``.
+
+    ``extra_args`` go after the serve flags (e.g. ``--job-selection-accept-networked``);
+    ``env`` adds to the requester's environment (e.g. ``{"LOG_LEVEL": "debug"}``).
+    """
     started: list[Requester] = []
 
-    async def start(*, extra_args: Sequence[str] = (), env: dict[str, str] | None = None) -> Requester:
-        r = Requester(
-            bacalhau_bin, tmp_path / f"requester{len(started)}", ipfs_api, extra_args=extra_args, env=env
-        )
+    async def start(
+        *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, node_type: str = "requester"
+    ) -> Requester:
+        root = tmp_path / f"requester{len(started)}"
+        r = Requester(bacalhau_bin, root, ipfs_api, extra_args=extra_args, env=env, node_type=node_type)
         started.append(r)
         await r.start()
         return r
@@ -69,6 +79,6 @@ async def start_requester(bacalhau_bin: str, ipfs_api: str, tmp_path: Path) -> A
 
 
 @pytest.fixture
-async def requester(start_requester: Callable[[], Awaitable[Requester]]) -> Requester:
+async def requester(start_requester: StartRequester) -> Requester:
     """A fresh requester for this test (its own BACALHAU_PATH, ports; the test bed's kubo)."""
     return await start_requester()

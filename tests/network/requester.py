@@ -72,8 +72,10 @@ class Requester:
         *,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        node_type: str = "requester",
     ) -> None:
         self.bin = bin
+        self.node_type = node_type
         self.root = root
         self.ipfs_api = ipfs_api
         self.extra_args = list(extra_args)
@@ -132,7 +134,7 @@ class Requester:
         if self.running:
             raise RequesterError("the requester is already running")
         argv = [
-            self.bin, "serve", "--node-type", "requester", "--peer", "none",
+            self.bin, "serve", "--node-type", self.node_type, "--peer", "none",
             "--host", HOST, "--swarm-port", str(self.swarm_port), "--api-port", str(self.api_port),
             "--ipfs-connect", self.ipfs_api, *self.extra_args,
         ]  # fmt: skip

@@ -52,3 +52,15 @@ async def test_two_requesters_and_stop(start_requester: StartRequester) -> None:
     assert not a.running
     assert b.running
     print(f"requester start took {elapsed:.2f}s")
+
+
+async def test_submit_describe_wait_state_with_a_go_worker(start_requester: StartRequester) -> None:
+    # A Go hybrid (requester and compute) runs the job itself: the helper's job methods end to end.
+    hybrid = await start_requester(node_type="requester,compute")
+    job_id = await hybrid.submit("docker", "run", services.BUSYBOX_IMAGE, "--", "echo", "hi")
+    done = await hybrid.wait_state(job_id, ["Completed", "Error"], timeout=60)
+    assert done["State"]["State"] == "Completed", done
+    (execution,) = done["State"]["Shards"]["0"]["Executions"]
+    assert execution["NodeId"] == hybrid.peer_id
+    assert execution["RunOutput"]["stdout"] == "hi\n"
+    assert (await hybrid.describe(job_id))["Job"]["Metadata"]["ID"] == job_id
