@@ -617,6 +617,18 @@ bring_up() {
     fi
 }
 
+# When `up` stops on an error, a Go build it started goes on (it is not
+# killed half-way); say so. The next `up` waits for it on its build lock.
+report_running_builds() {
+    local p
+    for p in "$KUBO_BUILD_PID" "$BACALHAU_BUILD_PID"; do
+        if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+            log "up: stopped early; the build pid $p goes on in the background (the next 'up' waits for it)"
+        fi
+    done
+    return 0
+}
+
 up_docker_and_image() { docker_up; busybox_image_up; }
 up_registry() { docker_up; busybox_image_up; registry_up; registry_image_up; }
 
@@ -626,6 +638,7 @@ cmd_up() {
     local start; start="$(now)"
     (
         flock -w 3000 8 || die "another 'testbed.sh up/down' holds $STATE/.lock"
+        trap report_running_builds EXIT
         bring_up tools apt_ensure "${APT_TOOLS[@]}"
         # The Go builds first, in the background; waited for below, so `up`
         # never returns (and pytest never starts) while one still compiles.
