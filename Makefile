@@ -1,7 +1,8 @@
 # computenode: the two commands a newcomer needs are `make run` and `make test`.
 #
-#   make test           venv + deps, start the real services (scripts/testbed.sh up),
-#                       run every test with the test bed's environment
+#   make test           venv + deps (test and network extras), start the real services and
+#                       build Go bacalhau v0.3.23 (scripts/testbed.sh up), run every test
+#                       with the test bed's environment
 #   make run            venv + deps, start dockerd and kubo when they can be had
 #                       (best effort), then run a node with config/computenode.yaml
 #                       and --data-dir ./var/computenode
@@ -37,9 +38,13 @@ $(VPY):
 	@$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changed (the install is editable).
+# The network extra (py-libp2p) builds fastecdsa from source: native-deps first
+# installs gcc, libgmp-dev (and Python headers) when dpkg says they are missing
+# (as root; otherwise it stops and names them).
 $(DEPS_STAMP): pyproject.toml | $(VPY)
-	@echo "make: installing computenode (editable) and its test dependencies into $(VENV)"
-	@$(VPY) -m pip install -q -e '.[test]'
+	@$(TESTBED) native-deps $(VPY)
+	@echo "make: installing computenode (editable) with its test and network dependencies into $(VENV)"
+	@$(VPY) -m pip install -q -e '.[test,network]'
 	@touch $@
 
 venv deps: $(DEPS_STAMP)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Bacalhau v0.3.23 (Go) for the network spike and, later, the network tests:
-# builds the binary once from the Go module proxy and starts/stops a requester
-# on loopback. Not part of `make test` / .ci/run (yet).
+# Bacalhau v0.3.23 (Go) for the network tests: builds the binary once from the
+# Go module proxy and starts/stops a requester on loopback by hand. Part of the
+# test bed: `scripts/testbed.sh up` (so `make test`) runs `build` in the
+# background while the other services come up and exports the binary as
+# COMPUTENODE_TEST_BACALHAU_BIN. The tests start requesters of their own
+# (tests/network/requester.py); `serve`/`stop` below are for hand use.
 #
 #   scripts/bacalhau.sh build              build (if missing) and print the binary path
 #   scripts/bacalhau.sh bin                print the binary path (exit 1 if not built)
+#   scripts/bacalhau.sh path               print where the binary is (built or not)
 #   scripts/bacalhau.sh serve [DIR]        start a requester with BACALHAU_PATH=DIR/path
 #                                          (default $STATE/requester), wait for its
 #                                          peer ID, print `export` lines
@@ -149,9 +153,10 @@ stop() {
 
 case "${1:-}" in
     build) build ;;
-    bin) bin_ok && echo "$BIN" || { echo "not built: $BIN" >&2; exit 1; } ;;
+    bin) bin_ok && echo "$BIN" || { echo "not built: $BIN (scripts/bacalhau.sh build)" >&2; exit 1; } ;;
+    path) echo "$BIN" ;;
     serve) serve "${2:-}" ;;
     stop) stop "${2:-}" ;;
     peer) peer "${2:-}" ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac

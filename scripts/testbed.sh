@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test bed: installs (when missing) and starts, on loopback only, every real
 # service the tests talk to: the Docker engine, a local image registry, kubo
-# (IPFS) and the WASI C toolchain with the test modules. Idempotent: what is
-# installed is not installed again and what answers is reused.
+# (IPFS) and the WASI C toolchain with the test modules; it also builds the Go
+# Bacalhau v0.3.23 binary the network tests run requesters with (the tests start
+# their own requesters: tests/network/). Idempotent: what is installed is not
+# installed again and what answers is reused.
 #
 #   scripts/testbed.sh up [SERVICE...] [--best-effort]
 #                                 install + start (all services by default),
@@ -11,10 +13,17 @@
 #   scripts/testbed.sh status     say what answers (exit 1 if something does not)
 #   scripts/testbed.sh down [SERVICE...]
 #                                 stop what this script started
+#   scripts/testbed.sh native-deps [PYTHON]
+#                                 the system packages pip needs to build the
+#                                 native parts of `.[network]` (gcc, libgmp-dev,
+#                                 Python headers); run by `make deps`
 #
-# SERVICE is one of: docker registry ipfs wasm. `up registry` also brings up
-# docker (it pushes the test image). With --best-effort a service that cannot
-# be had is reported and skipped, and `up` exits 0 (used by `make run`).
+# SERVICE is one of: docker registry ipfs wasm bacalhau. `up registry` also
+# brings up docker (it pushes the test image). The two Go builds (kubo, and the
+# bacalhau binary with scripts/bacalhau.sh build: 9-15 min cold on 2 cores)
+# start first, in the background, while the rest comes up; `up` returns only
+# once both are done. With --best-effort a service that cannot be had is
+# reported and skipped, and `up` exits 0 (used by `make run`).
 #
 # Everything the script starts keeps its pid, log and data in the state dir
 # ${COMPUTENODE_TESTBED_DIR:-/var/tmp/computenode-testbed}. Progress goes to
@@ -38,6 +47,9 @@ KUBO_VERSION="0.28.0"
 IPFS_BIN="${COMPUTENODE_TEST_IPFS_BIN:-$CACHE/bin/ipfs}"
 IPFS_REPO="$STATE/ipfs/repo"
 WASM_DIR="${COMPUTENODE_TEST_WASM_DIR:-$ROOT/tests/wasm/build}"
+BACALHAU_SH="$ROOT/scripts/bacalhau.sh"
+BACALHAU_VERSION="v0.3.23"
+BACALHAU_BIN="${COMPUTENODE_TEST_BACALHAU_BIN:-$("$BACALHAU_SH" path)}"
 BUSYBOX_IMAGE="computenode-test/busybox:latest"
 REGISTRY_IMAGE="$REGISTRY/busybox:1"
 
@@ -45,10 +57,13 @@ APT_DOCKER=(docker.io busybox-static)
 APT_REGISTRY=(docker-registry)
 APT_WASM=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
 APT_TOOLS=(curl sqlite3 chromium systemd)  # chromium: the dashboard test; systemd: systemd-analyze verify
+APT_BACALHAU=(unzip)      # scripts/bacalhau.sh unzips the Go toolchain and bacalhau modules
+APT_NATIVE=(gcc libgmp-dev)  # pip builds fastecdsa (a libp2p dependency) from source
 
 # Bounded waits (seconds).
 WAIT_APT=1200       # someone else's apt-get/dpkg run
 WAIT_KUBO_BUILD=2400 # someone else's `go install` of kubo
+WAIT_BACALHAU_BUILD=2400 # the bacalhau build (scripts/bacalhau.sh waits on its own build lock as long)
 WAIT_DOCKERD=900    # dockerd removes every stale network sandbox left by an unclean stop before it answers (~70 ms each)
 WAIT_REGISTRY=30
 WAIT_IPFS=60
@@ -340,10 +355,10 @@ registry_image_up() {
 # ---------------------------------------------------------------- kubo
 kubo_ok() { [ -x "$IPFS_BIN" ] && "$IPFS_BIN" version 2>/dev/null | grep -qx "ipfs version $KUBO_VERSION"; }
 
-kubo_build() {
-    kubo_ok && return 0
-    [ "$IPFS_BIN" = "$CACHE/bin/ipfs" ] \
-        || die "kubo: COMPUTENODE_TEST_IPFS_BIN=$IPFS_BIN is not kubo $KUBO_VERSION (unset it to let this script build one into $CACHE/bin)"
+# The kubo build runs in the background (kubo_build_start) while the other
+# services come up; kubo_build_wait waits for it. The body runs in a subshell
+# of its own, where `set -e` and `die` hold.
+kubo_build_body() {
     # Someone (a developer, by hand) may be building it right now.
     if pgrep -f "go install github.com/ipfs/kubo" >/dev/null 2>&1; then
         log "kubo: a 'go install github.com/ipfs/kubo' is running; waiting for it (up to ${WAIT_KUBO_BUILD}s)"
@@ -354,10 +369,8 @@ kubo_build() {
         done
         kubo_ok && return 0
     fi
-    command -v go >/dev/null || die "kubo: Go is needed to build kubo $KUBO_VERSION (no 'go' in PATH)"
     mkdir -p "$CACHE/bin"
-    local logf="$CACHE/kubo-build.log" rc=0
-    # (run in the background and waited for, so that `set -e` holds inside)
+    local logf="$CACHE/kubo-build.log"
     (
         # One build at a time on this machine (two `make test` at once).
         flock -w "$WAIT_KUBO_BUILD" 9 || { echo "kubo: build lock $CACHE/kubo-build.lock busy" >&2; exit 1; }
@@ -381,9 +394,40 @@ kubo_build() {
         fi
         echo "== $(date -u +%FT%TZ) build done in $(( $(now) - start ))s" >>"$logf"
         log "kubo: built in $(( $(now) - start ))s"
-    ) 9>"$CACHE/kubo-build.lock" &
-    wait $! || rc=$?
-    [ "$rc" = 0 ] || { tail_log "$logf"; die "kubo: building v$KUBO_VERSION failed"; }
+    ) 9>"$CACHE/kubo-build.lock"
+}
+
+KUBO_BUILD_PID=""; KUBO_BUILD_RC=0; KUBO_BUILD_ERR=""
+kubo_build_start() {
+    kubo_ok && return 0
+    [ -z "$KUBO_BUILD_PID" ] || return 0
+    if [ "$IPFS_BIN" != "$CACHE/bin/ipfs" ]; then
+        KUBO_BUILD_ERR="kubo: COMPUTENODE_TEST_IPFS_BIN=$IPFS_BIN is not kubo $KUBO_VERSION (unset it to let this script build one into $CACHE/bin)"
+        return 0
+    fi
+    if ! command -v go >/dev/null; then
+        KUBO_BUILD_ERR="kubo: Go is needed to build kubo $KUBO_VERSION (no 'go' in PATH)"
+        return 0
+    fi
+    log "kubo: not built yet; building it in the background"
+    ( kubo_build_body ) </dev/null 8>&- &
+    KUBO_BUILD_PID=$!
+}
+
+# Wait in the shell that started the build (a subshell cannot wait for it).
+kubo_build_wait() {
+    [ -n "$KUBO_BUILD_PID" ] || return 0
+    log "kubo: waiting for the build (pid $KUBO_BUILD_PID)"
+    wait "$KUBO_BUILD_PID" || KUBO_BUILD_RC=$?
+    KUBO_BUILD_PID=""
+}
+
+# kubo is there, or why not (after kubo_build_wait).
+kubo_build() {
+    kubo_ok && return 0
+    [ -z "$KUBO_BUILD_ERR" ] || die "$KUBO_BUILD_ERR"
+    local logf="$CACHE/kubo-build.log"
+    [ "$KUBO_BUILD_RC" = 0 ] || { tail_log "$logf"; die "kubo: building v$KUBO_VERSION failed"; }
     kubo_ok || { tail_log "$logf"; die "kubo: $IPFS_BIN does not say 'ipfs version $KUBO_VERSION'"; }
 }
 
@@ -452,6 +496,71 @@ wasm_up() {
     fi
 }
 
+# ---------------------------------------------------------------- bacalhau
+# The Go Bacalhau v0.3.23 binary (scripts/bacalhau.sh build). Only built here:
+# each network test starts requesters of its own with it (tests/network/).
+bacalhau_ok() { [ -x "$BACALHAU_BIN" ] && "$BACALHAU_BIN" version --client 2>/dev/null | grep -q "$BACALHAU_VERSION"; }
+
+BACALHAU_BUILD_PID=""; BACALHAU_BUILD_RC=0; BACALHAU_BUILD_ERR=""
+BACALHAU_BUILD_LOG="$STATE/logs/bacalhau-build.log"
+bacalhau_build_start() {
+    bacalhau_ok && return 0
+    [ -z "$BACALHAU_BUILD_PID" ] || return 0
+    if [ "$BACALHAU_BIN" != "$("$BACALHAU_SH" path)" ]; then
+        BACALHAU_BUILD_ERR="bacalhau: COMPUTENODE_TEST_BACALHAU_BIN=$BACALHAU_BIN is not bacalhau $BACALHAU_VERSION (unset it to let this script build one)"
+        return 0
+    fi
+    local rc=0
+    ( apt_ensure "${APT_BACALHAU[@]}" ) || rc=$?
+    if [ "$rc" != 0 ]; then
+        BACALHAU_BUILD_ERR="bacalhau: cannot install ${APT_BACALHAU[*]}"
+        return 0
+    fi
+    if ! command -v go >/dev/null; then
+        BACALHAU_BUILD_ERR="bacalhau: a 'go' in PATH is needed to download the Go 1.20 toolchain module"
+        return 0
+    fi
+    mkdir -p "$STATE/logs"
+    log "bacalhau: building $BACALHAU_VERSION in the background (9-15 min cold; log $BACALHAU_BUILD_LOG)"
+    "$BACALHAU_SH" build </dev/null >"$BACALHAU_BUILD_LOG" 2>&1 8>&- &
+    BACALHAU_BUILD_PID=$!
+}
+
+bacalhau_build_wait() {
+    [ -n "$BACALHAU_BUILD_PID" ] || return 0
+    log "bacalhau: waiting for the build (pid $BACALHAU_BUILD_PID)"
+    local start; start=$(now)
+    wait "$BACALHAU_BUILD_PID" || BACALHAU_BUILD_RC=$?
+    BACALHAU_BUILD_PID=""
+    log "bacalhau: build finished (waited $(( $(now) - start ))s)"
+}
+
+bacalhau_up() {
+    if bacalhau_ok; then
+        log "bacalhau: $BACALHAU_BIN ($BACALHAU_VERSION)"
+        return 0
+    fi
+    [ -z "$BACALHAU_BUILD_ERR" ] || die "$BACALHAU_BUILD_ERR"
+    [ "$BACALHAU_BUILD_RC" = 0 ] || { tail_log "$BACALHAU_BUILD_LOG"; die "bacalhau: scripts/bacalhau.sh build failed"; }
+    tail_log "$BACALHAU_BUILD_LOG"
+    die "bacalhau: $BACALHAU_BIN does not report $BACALHAU_VERSION"
+}
+
+# ---------------------------------------------------------------- native deps
+# What pip needs to build `.[network]` (fastecdsa is an sdist with a C part that
+# links GMP): gcc, libgmp-dev and the headers of the Python that builds it.
+native_deps() {
+    local py="${1:-python3}" pkgs=("${APT_NATIVE[@]}") inc
+    inc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)"
+    if [ -n "$inc" ] && [ ! -f "$inc/Python.h" ]; then
+        case "$inc" in
+            /usr/include/*) pkgs+=(python3-dev) ;;
+            *) die "native-deps: $py has no Python.h under $inc (not a Debian python: install its headers)" ;;
+        esac
+    fi
+    apt_ensure "${pkgs[@]}"
+}
+
 # ---------------------------------------------------------------- env
 print_env() {
     local kv
@@ -464,6 +573,7 @@ print_env() {
         "COMPUTENODE_TEST_IPFS_BIN=$IPFS_BIN" \
         "IPFS_PATH=$IPFS_REPO" \
         "COMPUTENODE_TEST_WASM_DIR=$WASM_DIR" \
+        "COMPUTENODE_TEST_BACALHAU_BIN=$BACALHAU_BIN" \
         "COMPUTENODE_TEST_BUSYBOX_IMAGE=$BUSYBOX_IMAGE" \
         "COMPUTENODE_TEST_REGISTRY_IMAGE=$REGISTRY_IMAGE"; do
         printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
@@ -477,7 +587,7 @@ write_env_file() {
 }
 
 # ---------------------------------------------------------------- commands
-ALL_SERVICES=(docker registry ipfs wasm)
+ALL_SERVICES=(docker registry ipfs wasm bacalhau)
 
 parse_services() { # sets SERVICES and BEST_EFFORT from the arguments
     SERVICES=(); BEST_EFFORT=0
@@ -485,7 +595,7 @@ parse_services() { # sets SERVICES and BEST_EFFORT from the arguments
     for a in "$@"; do
         case "$a" in
             --best-effort) BEST_EFFORT=1 ;;
-            docker|registry|ipfs|wasm) SERVICES+=("$a") ;;
+            docker|registry|ipfs|wasm|bacalhau) SERVICES+=("$a") ;;
             *) die "unknown service '$a' (one of: ${ALL_SERVICES[*]}, --best-effort)" ;;
         esac
     done
@@ -507,6 +617,18 @@ bring_up() {
     fi
 }
 
+# When `up` stops on an error, a Go build it started goes on (it is not
+# killed half-way); say so. The next `up` waits for it on its build lock.
+report_running_builds() {
+    local p
+    for p in "$KUBO_BUILD_PID" "$BACALHAU_BUILD_PID"; do
+        if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+            log "up: stopped early; the build pid $p goes on in the background (the next 'up' waits for it)"
+        fi
+    done
+    return 0
+}
+
 up_docker_and_image() { docker_up; busybox_image_up; }
 up_registry() { docker_up; busybox_image_up; registry_up; registry_image_up; }
 
@@ -516,14 +638,24 @@ cmd_up() {
     local start; start="$(now)"
     (
         flock -w 3000 8 || die "another 'testbed.sh up/down' holds $STATE/.lock"
+        trap report_running_builds EXIT
         bring_up tools apt_ensure "${APT_TOOLS[@]}"
+        # The Go builds first, in the background; waited for below, so `up`
+        # never returns (and pytest never starts) while one still compiles.
         local svc
+        for svc in "${SERVICES[@]}"; do
+            case "$svc" in
+                ipfs) kubo_build_start ;;
+                bacalhau) bacalhau_build_start ;;
+            esac
+        done
         for svc in "${SERVICES[@]}"; do
             case "$svc" in
                 docker) bring_up docker up_docker_and_image ;;
                 registry) bring_up registry up_registry ;;
-                ipfs) bring_up ipfs ipfs_up ;;
+                ipfs) kubo_build_wait; bring_up ipfs ipfs_up ;;
                 wasm) bring_up wasm wasm_up ;;
+                bacalhau) bacalhau_build_wait; bring_up bacalhau bacalhau_up ;;
             esac
         done
     ) 8>"$STATE/.lock"
@@ -543,7 +675,7 @@ cmd_down() {
                 ipfs) stop_pidfile "$STATE/ipfs/daemon.pid" ipfs 20 ;;
                 registry) stop_pidfile "$STATE/registry/registry.pid" registry 10 ;;
                 docker) stop_pidfile "$STATE/docker/dockerd.pid" dockerd 60 ;;
-                wasm) : ;;
+                wasm|bacalhau) : ;;
             esac
         done
     ) 8>"$STATE/.lock"
@@ -562,11 +694,13 @@ cmd_status() {
     for p in "${APT_WASM[@]}"; do pkg_installed "$p" || wasm_ok=0; done
     if [ "$wasm_ok" = 1 ]; then echo "wasi:     ok    ${APT_WASM[*]}"; else echo "wasi:     MISSING toolchain"; bad=1; fi
     if [ -d "$WASM_DIR" ]; then echo "wasm:     ok    $WASM_DIR"; else echo "wasm:     MISSING $WASM_DIR"; bad=1; fi
+    if bacalhau_ok; then echo "bacalhau: ok    $BACALHAU_BIN ($BACALHAU_VERSION)"
+    else echo "bacalhau: MISSING $BACALHAU_BIN ($BACALHAU_VERSION; scripts/bacalhau.sh build)"; bad=1; fi
     echo "state:    $STATE"
     return $bad
 }
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 main() {
     local cmd="${1:-}"; [ $# -gt 0 ] && shift
@@ -575,6 +709,7 @@ main() {
         down) cmd_down "$@" ;;
         status) validate_settings; cmd_status ;;
         env) print_env ;;
+        native-deps) native_deps "$@" ;;
         envfile) echo "$STATE/env" ;;
         *) usage ;;
     esac

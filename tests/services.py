@@ -35,6 +35,8 @@ DEFAULT_IPFS_BIN = str(_CACHE_DIR / "bin" / "ipfs")
 DEFAULT_IPFS_PATH = str(TESTBED_DIR / "ipfs" / "repo")
 DEFAULT_WASM_DIR = str(REPO_ROOT / "tests" / "wasm" / "build")
 KUBO_VERSION = "0.28.0"
+BACALHAU_VERSION = "v0.3.23"
+BACALHAU_BUILD_HINT = "scripts/bacalhau.sh build"
 
 # Images the test bed builds (no image is ever pulled from the internet).
 BUSYBOX_IMAGE = os.environ.get("COMPUTENODE_TEST_BUSYBOX_IMAGE", "computenode-test/busybox:latest")
@@ -64,6 +66,23 @@ def ipfs_bin() -> str:
 
 def ipfs_path() -> str:
     return os.environ.get("IPFS_PATH") or DEFAULT_IPFS_PATH
+
+
+def bacalhau_bin() -> tuple[str, str | None]:
+    """The Go bacalhau binary: COMPUTENODE_TEST_BACALHAU_BIN, else what
+    ``scripts/bacalhau.sh bin`` prints. (path, None) or (path or "", why not)."""
+    path = os.environ.get("COMPUTENODE_TEST_BACALHAU_BIN")
+    if path:
+        return path, None
+    try:
+        out = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "bacalhau.sh"), "bin"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "", _reason(exc)
+    if out.returncode != 0:
+        return "", f"`scripts/bacalhau.sh bin` said {out.stderr.strip()[:300]!r}"
+    return out.stdout.strip(), None
 
 
 def wasm_modules_dir() -> Path:
@@ -148,6 +167,22 @@ def probe_ipfs_bin(path: str) -> str | None:
         return _reason(exc)
     if out.stdout.strip() != f"ipfs version {KUBO_VERSION}":
         return f"`{path} version` said {out.stdout.strip()!r} {out.stderr.strip()[:200]!r}, expected {KUBO_VERSION}"
+    return None
+
+
+def probe_bacalhau_bin(path: str) -> str | None:
+    """The binary exists and ``version --client`` says BACALHAU_VERSION."""
+    if not os.access(path, os.X_OK):
+        return f"{path} is not an executable file"
+    env = {"HOME": str(Path.home()), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    try:
+        out = subprocess.run(
+            [path, "version", "--client"], capture_output=True, text=True, timeout=30, check=False, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return _reason(exc)
+    if BACALHAU_VERSION not in out.stdout:
+        return f"`{path} version --client` said {out.stdout.strip()!r} {out.stderr.strip()[:200]!r}, expected {BACALHAU_VERSION}"
     return None
 
 

@@ -74,3 +74,10 @@ def test_ipfs_add_cat_roundtrip(ipfs_api: str) -> None:
 def test_ipfs_cli_is_kubo_0_28(ipfs_bin: str) -> None:
     out = subprocess.run([ipfs_bin, "version"], capture_output=True, text=True, timeout=30, check=False)
     assert out.stdout.strip() == f"ipfs version {services.KUBO_VERSION}"
+
+
+def test_bacalhau_cli_is_v0_3_23() -> None:
+    # Built by the test bed (scripts/bacalhau.sh build); the network tests run requesters with it.
+    path, reason = services.bacalhau_bin()
+    assert reason is None, f"{reason} (build it with {services.BACALHAU_BUILD_HINT})"
+    assert services.probe_bacalhau_bin(path) is None
