@@ -42,7 +42,10 @@ class Metrics:
             "computenode_cleanup_bytes_freed_total", "Bytes freed by disk cleanup", registry=r
         )
         self.offers = Counter(
-            "computenode_offers_total", "Offers (ask_for_bid) received, by transport", ["transport"], registry=r
+            "computenode_offers_total",
+            "Offers (ask_for_bid) received, by transport",
+            ["transport"],
+            registry=r,
         )
         self.callbacks = Counter(
             "computenode_callbacks_total",

@@ -36,6 +36,7 @@ from computenode.progress import ExecutionProgress, reset_current, set_current
 from computenode.shards import ShardPlans
 from computenode.storage.inline import module_volume
 from computenode.store import Execution
+from computenode.verifiers.deterministic import sealed_for
 from computenode.volume import InputVolume
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,17 @@ class Runner:
                 )
                 raise ExecutionFailed(reason, result=result, retryable=False)
             proposal = await self.verifiers[spec.verifier].proposal(results)
+            requester = job.metadata.requester
+            if (
+                spec.verifier is Verifier.DETERMINISTIC
+                and not ex.owned
+                and requester
+                and requester.public_key
+            ):
+                try:
+                    proposal = sealed_for(proposal, requester.public_key)
+                except ValueError as exc:
+                    raise ExecutionFailed(str(exc), result=result, retryable=False) from None
             return RunOutcome(result, proposal)
         finally:
             reset_current(token)

@@ -196,10 +196,20 @@ class Spec(Wire):
         return specs
 
 
+class JobRequester(Wire):
+    """The requester node that scheduled the job (set by a Bacalhau requester, not by users)."""
+
+    node_id: str = Field("", alias="RequesterNodeID")
+    # A libp2p public key (protobuf) in base64, as Go encodes []byte: the Deterministic verifier's
+    # proposal is encrypted for it (verifiers/deterministic.py).
+    public_key: str = Field("", alias="RequesterPublicKey")
+
+
 class Metadata(Wire):
     id: str = Field("", alias="ID")
     created_at: datetime | None = Field(None, alias="CreatedAt")
     client_id: str = Field("", alias="ClientID")
+    requester: JobRequester | None = Field(None, alias="Requester")
 
     @field_validator("created_at", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ BACALHAU_VERSION = {
     "minor": "3",
     "gitversion": "v0.3.23",
     "gitcommit": "",
-    "builddate": "",
+    "builddate": "0001-01-01T00:00:00Z",  # a Go time.Time: "" fails its parse and drops the NodeInfo
     "goos": "linux",
     "goarch": "amd64",
 }

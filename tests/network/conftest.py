@@ -22,6 +22,7 @@ import pytest
 
 from tests import services
 from tests.network.requester import Requester
+from tests.node.conftest import make_node  # noqa: F401  (the in-process node, for tests of the libp2p side)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,8 @@ def test_node_info_has_the_fields_the_v0_3_23_requester_ranks_by() -> None:
     info = json.loads(encode(node_info("12D3KooWpeer", ["/ip4/127.0.0.1/tcp/1235"], facts)))
     assert info["NodeType"] == 1
     assert info["BacalhauVersion"]["major"] == "0" and info["BacalhauVersion"]["gitversion"] == "v0.3.23"
+    # A Go time.Time: the requester drops a NodeInfo whose builddate does not parse (so no labels).
+    assert datetime.fromisoformat(info["BacalhauVersion"]["builddate"])
     assert info["PeerInfo"] == {"ID": "12D3KooWpeer", "Addrs": ["/ip4/127.0.0.1/tcp/1235"]}
     assert info["Labels"] == {"tier": "gpu"}
     compute = info["ComputeNodeInfo"]
