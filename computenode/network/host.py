@@ -125,7 +125,14 @@ def parse_peer(addr: str) -> tuple[ID, multiaddr.Multiaddr]:
 
 
 class Libp2pHost:
-    def __init__(self, key_pair: KeyPair, listen: list[str], peers: list[str], handler: Handler) -> None:
+    def __init__(
+        self,
+        key_pair: KeyPair,
+        listen: list[str],
+        peers: list[str],
+        handler: Handler,
+        on_node_info: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.key_pair = key_pair
         self.peer_id = ID.from_pubkey(key_pair.public_key)
         self.listen = [multiaddr.Multiaddr(a) for a in listen]
@@ -134,6 +141,7 @@ class Libp2pHost:
             pid, maddr = parse_peer(addr)
             self.configured.setdefault(pid, []).append(maddr)
         self.handler = handler
+        self.on_node_info = on_node_info  # what others gossip; a worker drops it (None)
         self._host: Any = None
         self._pubsub: Any = None
         self._inbound = trio.CapacityLimiter(MAX_INBOUND)
@@ -171,11 +179,11 @@ class Libp2pHost:
                 async with background_trio_service(pubsub), background_trio_service(gossipsub):
                     await pubsub.wait_until_ready()
                     # Subscribing makes this node a mesh peer of the topic, so its NodeInfo reaches
-                    # the requesters; what others publish there is read and dropped.
+                    # the requesters; what others publish there is read (and dropped by a worker).
                     sub = await pubsub.subscribe(NODE_INFO_TOPIC)
                     self._host, self._pubsub = host, pubsub
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._drop_messages, sub)
+                        nursery.start_soon(self._read_node_info, sub)
                         ready()
                         await stopping.wait()
                         nursery.cancel_scope.cancel()
@@ -185,10 +193,11 @@ class Libp2pHost:
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT_S):
                     await host.get_network().close()
 
-    @staticmethod
-    async def _drop_messages(sub: Any) -> None:
+    async def _read_node_info(self, sub: Any) -> None:
         while True:
-            await sub.get()
+            message = await sub.get()
+            if self.on_node_info is not None:
+                self.on_node_info(message.data)
 
     async def _serve(self, name: str, stream: Any) -> None:
         remote = str(stream.muxed_conn.peer_id)

@@ -29,9 +29,16 @@ class TestPeer:
 
     def __init__(self, key_path: Path, worker: str) -> None:
         self.worker = worker
-        self.host = Libp2pHost(load_or_make_key(key_path), ["/ip4/127.0.0.1/tcp/0"], [worker], _no_compute)
+        loop = asyncio.get_running_loop()
+        self.node_infos: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def gossiped(data: bytes) -> None:  # on the trio thread
+            loop.call_soon_threadsafe(self.node_infos.put_nowait, json.loads(data))
+
+        key = load_or_make_key(key_path)
+        self.host = Libp2pHost(key, ["/ip4/127.0.0.1/tcp/0"], [worker], _no_compute, gossiped)
         self.peer_id = str(self.host.peer_id)
-        self.bridge = TrioThread(asyncio.get_running_loop())
+        self.bridge = TrioThread(loop)
         self.callbacks: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.addr = ""
 
@@ -80,6 +87,10 @@ class TestPeer:
         if not chunks:  # py-libp2p may see the worker's reset as an end without an answer
             raise StreamReset(f"{name}: the stream ended without an answer")
         return json.loads(chunks)
+
+    async def node_info(self, timeout_s: float = 30) -> dict[str, Any]:
+        """The next NodeInfo gossiped on bacalhau-node-info."""
+        return await asyncio.wait_for(self.node_infos.get(), timeout_s)
 
     async def callback(self, timeout_s: float = 30) -> tuple[str, dict[str, Any]]:
         return await asyncio.wait_for(self.callbacks.get(), timeout_s)

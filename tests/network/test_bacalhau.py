@@ -34,8 +34,8 @@ class Worker:
         key = tmp / name / "libp2p.key"
         self.peer_id = str(ID.from_pubkey(load_or_make_key(key).public_key))
         port = free_port()
-        network = {"enabled": True, "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
-                   "peers": [requester.multiaddr], "key_file": str(key), "node_info_interval": "2s"}  # fmt: skip
+        network = {"enabled": True, "listen": [f"/ip4/127.0.0.1/tcp/{port}"], "peers": [requester.multiaddr],
+                   "key_file": str(key), "node_info_interval": "2s", **extra.pop("network", {})}  # fmt: skip
         node = {"id": f"{OPS_NODE_ID}-{name}", **extra.pop("node", {})}  # two workers never reap each other's
         self.daemon = Daemon(tmp / name, ipfs_api, docker_host, node=node, network=network, **extra)
 
@@ -269,3 +269,22 @@ async def test_restarts_of_worker_and_requester(requester: Requester, workers: A
     (ex,) = executions(await requester.wait_state(job, "Completed", timeout=30))
     assert ex["NodeId"] == w.peer_id and ex["RunOutput"]["stdout"] == "after\n"
     assert os.path.exists(w.daemon.tmp / "libp2p.key")
+
+
+async def test_labels_changed_by_sighup_reach_the_requester_at_once(
+    requester: Requester, workers: Any
+) -> None:
+    # NodeInfo every hour: only the publication on connect and the one SIGHUP triggers can carry labels.
+    w = await workers(requester, network={"node_info_interval": "1h"})
+    job = await submit_when_ranked(requester, "docker", "run", "-s", "tier=one", BUSYBOX, "--", "echo", "one")
+    await requester.wait_state(job, "Completed", timeout=30)
+    rc, out, _ = await requester.cli("docker", "run", "--wait=false", "-s", "tier=two", BUSYBOX, "--", "true")
+    assert rc == 1 and "not enough nodes" in out
+    w.daemon.config["node"]["labels"] = {"tier": "two"}
+    w.daemon.write_config()
+    w.daemon.signal(signal.SIGHUP)
+    job = await submit_when_ranked(
+        requester, "docker", "run", "-s", "tier=two", BUSYBOX, "--", "echo", "two", timeout_s=10
+    )
+    (ex,) = executions(await requester.wait_state(job, "Completed", timeout=30))
+    assert ex["NodeId"] == w.peer_id

@@ -92,6 +92,20 @@ async def test_an_offer_runs_to_completion_with_callbacks_over_streams(worker_an
     assert 'computenode_callbacks_total{outcome="delivered",transport="p2p"} 2.0' in metrics
 
 
+async def test_node_info_is_gossiped_from_the_nodes_state(worker_and_peer: Any) -> None:
+    _rn, peer, w = worker_and_peer
+    info = await peer.node_info()
+    assert info["PeerInfo"] == {
+        "ID": w.peer_id,
+        "Addrs": [f"/ip4/127.0.0.1/tcp/{w.port}"],
+    }  # only what it listens on
+    assert info["NodeType"] == 1 and info["Labels"] == {"env": "test"}
+    compute = info["ComputeNodeInfo"]
+    assert compute["ExecutionEngines"] == ["Noop", "Wasm"]  # usable now (Docker is disabled in these tests)
+    assert compute["MaxCapacity"] == {"CPU": 2.0, "Memory": 2 << 30, "Disk": 10 << 30, "GPU": 0}
+    assert compute["RunningExecutions"] == 0
+
+
 async def test_a_refusal_is_an_answer_with_the_reason(worker_and_peer: Any) -> None:
     rn, peer, _w = worker_and_peer
     bad = job("j-net-bad") | {"Spec": {"Engine": "Noop", "Deal": {"Concurrency": 1}, "Timeout": -5}}
