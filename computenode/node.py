@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import signal
 import uuid
@@ -344,11 +345,12 @@ class Node:
 
     async def _join_network(self, stack: contextlib.AsyncExitStack) -> None:
         try:
-            from computenode.network.service import Network
+            # libp2p's import costs ~0.7 s of CPU: in a thread, so the API keeps answering meanwhile.
+            service = await asyncio.to_thread(importlib.import_module, "computenode.network.service")
         except ImportError as exc:
             why = f"needs the network extra (pip install 'computenode[network]'): {exc}"
             raise SpecError([("network.enabled", why)]) from None
-        self.network = Network(
+        self.network = service.Network(
             config=self.settings.network,
             data_dir=self.data_dir,
             compute=self.compute,
