@@ -17,7 +17,7 @@ _CSS = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-si
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #ddd;text-align:left}
 .bar{width:220px;height:12px;background:#eee;display:inline-block;position:relative;vertical-align:middle}
 .bar span{position:absolute;top:0;bottom:0;left:0}.run{background:#2a7}.res{background:#fc4}
-.ok{color:#2a7}.bad{color:#c33}code{font-size:.95em}"""
+.ok{color:#2a7}.bad{color:#c33}code{font-size:.95em}.nw{white-space:nowrap}"""
 
 
 PAGE = 100  # active executions shown
@@ -136,6 +136,12 @@ def peer_of(address: str) -> str:
     return parts[-1] if len(parts) >= 2 and parts[-2] in ("p2p", "ipfs") else ""
 
 
+def transport_of(address: str) -> str:
+    """A multiaddr without the /p2p/ID it ends with: where the peer is dialled."""
+    parts = address.rstrip("/").split("/")
+    return "/".join(parts[:-2]) if peer_of(address) else address
+
+
 def short_peer(peer: str) -> str:
     """A peer ID as libp2p abbreviates it, Qm*abcdef: the first two characters say its kind, the
     last six tell peers apart (every Ed25519 ID starts 12D3KooW, so a prefix would not)."""
@@ -168,16 +174,18 @@ def network_section(net: dict[str, Any]) -> str:
         )
     for pid in sorted(set(counts) - configured):
         rows.append((pid, "", False, pid in connected, ""))
-    names = ("Requester", "Address", "Configured", "Connected", "Offers", "Bids", "Refused", "Calls", "Last error")  # fmt: skip
+    # The address without its /p2p/ID, which the first column shows: the counts stay on screen.
+    names = ("Requester", "Configured", "Connected", "Offers", "Bids", "Refused", "Calls", "Address", "Last error")  # fmt: skip
     head = "<tr>" + "".join(f"<th>{h}</th>" for h in names) + "</tr>"
     body = []
     for pid, addr, is_configured, is_connected, error in rows:
         c = counts.get(pid) or {}
+        where = transport_of(addr)
         body.append(
-            f"<tr><td><code>{e(pid or '-')}</code></td><td>{f'<code>{e(addr)}</code>' if addr else '-'}</td>"
-            f"<td>{yes_no(is_configured)}</td><td class={'ok' if is_connected else 'bad'}>{yes_no(is_connected)}</td>"
+            f"<tr><td><code>{e(pid or '-')}</code></td><td>{yes_no(is_configured)}</td>"
+            f"<td class={'ok' if is_connected else 'bad'}>{yes_no(is_connected)}</td>"
             + "".join(f"<td>{e(str(c.get(k, 0)))}</td>" for k in ("Offers", "Bids", "Refused", "Calls"))
-            + f"<td>{e(error) if error else '-'}</td></tr>"
+            + f"<td>{f'<code>{e(where)}</code>' if where else '-'}</td><td>{e(error) if error else '-'}</td></tr>"
         )
     requesters = (
         "<table>" + head + "".join(body) + "</table>" if body else "<p>None configured, none seen.</p>"
@@ -185,9 +193,9 @@ def network_section(net: dict[str, Any]) -> str:
     now = time.time()
     refusals = [r for r in net.get("RecentRefusals") or [] if isinstance(r, dict)]
     refusal_rows = "".join(
-        f"<tr><td>{_when(r.get('At'), now)}</td>"
+        f"<tr><td class=nw>{_when(r.get('At'), now)}</td>"
         f"<td><code title='{e(str(r.get('Peer', '')))}'>{e(short_peer(str(r.get('Peer', ''))))}</code></td>"
-        f"<td><code>{e(str(r.get('JobID') or '-'))}</code></td><td>{e(str(r.get('Reason', '')))}</td></tr>"
+        f"<td class=nw><code>{e(str(r.get('JobID') or '-'))}</code></td><td>{e(str(r.get('Reason', '')))}</td></tr>"
         for r in refusals[:REFUSALS]
     )
     refused = (

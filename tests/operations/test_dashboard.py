@@ -15,7 +15,7 @@ import pytest
 # loop-block detector fails); imported here first, as tests/network does.
 import computenode.network.service  # noqa: F401
 from computenode.api.base import Capacity
-from computenode.api.dashboard import REFUSALS, network_section, peer_of, short_peer
+from computenode.api.dashboard import REFUSALS, network_section, peer_of, short_peer, transport_of
 from computenode.api.dashboard import render as render_page
 from computenode.model import ResourceUsageData
 from computenode.store.execution import Page
@@ -180,14 +180,16 @@ async def test_network_section_shows_peers_counts_and_refusals() -> None:
     assert "Other connected peers 2" in section
     rows = {r.split("</code>")[0]: r for r in section.split("<tr><td><code>")[1:]}
     a, b, s = rows[REQ_A], rows[REQ_B], rows[STRANGER]
-    assert "<td>yes</td><td class=ok>yes</td><td>7</td><td>5</td><td>2</td><td>9</td><td>-</td>" in a
+    assert "<td>yes</td><td class=ok>yes</td><td>7</td><td>5</td><td>2</td><td>9</td>" in a
+    assert "<td><code>/ip4/10.0.0.1/tcp/1235</code></td><td>-</td>" in a
     assert "<td>yes</td><td class=bad>no</td><td>0</td><td>0</td><td>0</td><td>0</td>" in b
+    assert "<td><code>/ip4/10.0.0.2/tcp/1235</code></td>" in b
     assert "dial refused &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;" in b
     # A peer that made offers without being configured (accept_any_requester, or refused).
-    assert "<td>-</td><td>no</td><td class=ok>yes</td><td>1</td><td>0</td><td>1</td><td>0</td>" in s
+    assert "<td>no</td><td class=ok>yes</td><td>1</td><td>0</td><td>1</td><td>0</td><td>-</td><td>-</td>" in s
     # Refusals newest first, with a time people read, the short peer ID and the full one on hover.
     assert section.index("job-1") < section.index("job-0")
-    assert "(3m 20s ago)" in section and "(6m 40s ago)" in section and " UTC " in section
+    assert "(3m 20s ago)</td>" in section and "(6m 40s ago)" in section and " UTC " in section
     assert f"<code title='{STRANGER}'>12*cccccc</code>" in section
     assert "not a configured requester (network.peers) &lt;script&gt;" in section
     # Nothing from outside gets through unescaped, and booleans are words.
@@ -215,6 +217,9 @@ def test_peer_helpers() -> None:
     assert peer_of(f"/ip4/1.2.3.4/tcp/1/p2p/{REQ_A}") == REQ_A
     assert peer_of(f"/ip4/1.2.3.4/tcp/1/ipfs/{REQ_A}/") == REQ_A
     assert peer_of("/ip4/1.2.3.4/tcp/1") == ""
+    assert transport_of(f"/ip4/1.2.3.4/tcp/1/p2p/{REQ_A}") == "/ip4/1.2.3.4/tcp/1"
+    assert transport_of(f"/dns4/r.example/tcp/1/ipfs/{REQ_A}/") == "/dns4/r.example/tcp/1"
+    assert transport_of("/ip4/1.2.3.4/tcp/1") == "/ip4/1.2.3.4/tcp/1"
     assert short_peer(REQ_A) == "Qm*aaaaaa" and short_peer("QmShort") == "QmShort"
 
 
