@@ -17,10 +17,11 @@ _CSS = """body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-si
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #ddd;text-align:left}
 .bar{width:220px;height:12px;background:#eee;display:inline-block;position:relative;vertical-align:middle}
 .bar span{position:absolute;top:0;bottom:0;left:0}.run{background:#2a7}.res{background:#fc4}
-.ok{color:#2a7}.bad{color:#c33}code{font-size:.95em}"""
+.ok{color:#2a7}.bad{color:#c33}code{font-size:.95em}.nw{white-space:nowrap}"""
 
 
 PAGE = 100  # active executions shown
+REFUSALS = 10  # the network's recent refusals shown (the node keeps 50)
 _WIRE_KEYS = ("ExecutionID", "JobID", "Stage")  # progress fields the row already shows
 
 
@@ -129,6 +130,88 @@ def _execution_rows(executions: list[Execution], progress: Callable[[str], dict[
     return "<table>" + head + "".join(rows) + "</table>" if rows else "<p>None.</p>"
 
 
+def peer_of(address: str) -> str:
+    """The peer ID a multiaddr ends with (/p2p/ID, or the older /ipfs/ID); "" when none."""
+    parts = address.rstrip("/").split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] in ("p2p", "ipfs") else ""
+
+
+def transport_of(address: str) -> str:
+    """A multiaddr without the /p2p/ID it ends with: where the peer is dialled."""
+    parts = address.rstrip("/").split("/")
+    return "/".join(parts[:-2]) if peer_of(address) else address
+
+
+def short_peer(peer: str) -> str:
+    """A peer ID as libp2p abbreviates it, Qm*abcdef: the first two characters say its kind, the
+    last six tell peers apart (every Ed25519 ID starts 12D3KooW, so a prefix would not)."""
+    return peer if len(peer) <= 10 else f"{peer[:2]}*{peer[-6:]}"
+
+
+def _when(at: object, now: float) -> str:
+    if not isinstance(at, int | float) or isinstance(at, bool) or not at:
+        return html.escape(str(at or "-"))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    return f"{stamp} ({duration(max(0.0, now - at))} ago)"
+
+
+def network_section(net: dict[str, Any]) -> str:
+    """The libp2p side for people: this peer, its requesters (configured ones and any others that
+    made offers), connected or not and why, what each asked for, and the latest refusals. Every
+    peer ID, address, error and reason comes from outside the node and is escaped."""
+    e = html.escape
+    peers = [p for p in net.get("Peers") or [] if isinstance(p, dict)]
+    connected = {str(c) for c in net.get("Connected") or []}
+    counts: dict[str, Any] = net.get("Requesters") or {}
+    configured = {peer_of(str(p.get("Address", ""))) for p in peers}
+    listen = ", ".join(f"<code>{e(str(a))}</code>" for a in net.get("Listen") or []) or "(nothing)"
+    others = len(connected - configured)
+    rows = []
+    for p in peers:
+        pid = peer_of(str(p.get("Address", "")))
+        rows.append(
+            (pid, str(p.get("Address", "")), True, bool(p.get("Connected")), str(p.get("Error") or ""))
+        )
+    for pid in sorted(set(counts) - configured):
+        rows.append((pid, "", False, pid in connected, ""))
+    # The address without its /p2p/ID, which the first column shows: the counts stay on screen.
+    names = ("Requester", "Configured", "Connected", "Offers", "Bids", "Refused", "Calls", "Address", "Last error")  # fmt: skip
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in names) + "</tr>"
+    body = []
+    for pid, addr, is_configured, is_connected, error in rows:
+        c = counts.get(pid) or {}
+        where = transport_of(addr)
+        body.append(
+            f"<tr><td><code>{e(pid or '-')}</code></td><td>{yes_no(is_configured)}</td>"
+            f"<td class={'ok' if is_connected else 'bad'}>{yes_no(is_connected)}</td>"
+            + "".join(f"<td>{e(str(c.get(k, 0)))}</td>" for k in ("Offers", "Bids", "Refused", "Calls"))
+            + f"<td>{f'<code>{e(where)}</code>' if where else '-'}</td><td>{e(error) if error else '-'}</td></tr>"
+        )
+    requesters = (
+        "<table>" + head + "".join(body) + "</table>" if body else "<p>None configured, none seen.</p>"
+    )
+    now = time.time()
+    refusals = [r for r in net.get("RecentRefusals") or [] if isinstance(r, dict)]
+    refusal_rows = "".join(
+        f"<tr><td class=nw>{_when(r.get('At'), now)}</td>"
+        f"<td><code title='{e(str(r.get('Peer', '')))}'>{e(short_peer(str(r.get('Peer', ''))))}</code></td>"
+        f"<td class=nw><code>{e(str(r.get('JobID') or '-'))}</code></td><td>{e(str(r.get('Reason', '')))}</td></tr>"
+        for r in refusals[:REFUSALS]
+    )
+    refused = (
+        "<table><tr><th>Time</th><th>Peer</th><th>Job</th><th>Reason</th></tr>" + refusal_rows + "</table>"
+        if refusal_rows
+        else "<p>None.</p>"
+    )
+    shown = f" (newest {REFUSALS} of {len(refusals)})" if len(refusals) > REFUSALS else ""
+    return (
+        f"<h2 id=network>Network</h2><p>Peer ID <code id=peer-id>{e(str(net.get('PeerID', '')))}</code>"
+        f" · Listening on {listen} · Accepts any requester {yes_no(bool(net.get('AcceptAnyRequester')))}"
+        f" · Other connected peers {others}</p>"
+        f"<h3>Requesters</h3>{requesters}<h3>Recent refusals{shown}</h3>{refused}"
+    )
+
+
 async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> str:
     cap = node.capacity()
     # Pages, not tables: the page reloads every 5 s, on a node that may hold 100,000 executions.
@@ -145,6 +228,8 @@ async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> st
     labels = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in sorted(node.labels.items()))
     node_id = html.escape(node.node_id)
     status = f"<b class={'ok' if code == 200 else 'bad'}>{html.escape(str(ready['status']))}</b>"
+    net = node.network_status()
+    network = network_section(net) if net is not None else ""
     counts = f"Running {cap.running_executions} · Queued {cap.queued_executions} · Draining {yes_no(node.draining)}"
     return f"""<!doctype html><html><head><meta charset=utf-8><title>computenode {node_id}</title>
 <meta http-equiv=refresh content=5><style>{_CSS}</style></head><body>
@@ -154,5 +239,5 @@ async def render(node: NodeView, readiness: tuple[int, dict[str, object]]) -> st
 <h2>Capacity</h2>{_bars(cap.total, cap.running, cap.reserved)}
 <h2>Active executions</h2>{_execution_rows(active, node.events.latest_progress)}
 <h2>Recent executions</h2>{_execution_rows(recent, node.events.latest_progress)}
-<h2>Dependencies</h2><table>{check_rows}</table>
+{network}<h2>Dependencies</h2><table>{check_rows}</table>
 </body></html>"""

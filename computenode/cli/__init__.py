@@ -13,9 +13,11 @@ import asyncio
 import errno
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from computenode.api.dashboard import peer_of, short_peer  # plain functions: no server imports
 from computenode.cli import install, jobs
 from computenode.cli.common import (
     BROKEN_PIPE,
@@ -42,6 +44,7 @@ from computenode.model.quantity import format_bytes, format_cpu
 from computenode.version import version
 
 STATUS_EXECUTIONS = 10
+STATUS_REFUSALS = 5
 
 
 # -- node commands ---------------------------------------------------------------------------------
@@ -201,12 +204,67 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {name.lower()}: {_wire_usage(cap[name])}")
     for name, check in sorted((ready.get("checks") or {}).items()):
         print(f"  {name}: {'ok' if check.get('ok') else check.get('reason', 'down')}")
+    if isinstance(info.get("Network"), dict):
+        print(*network_lines(info["Network"]), sep="\n")
     print(f"executions (newest {STATUS_EXECUTIONS}):" if recent else "executions: none")
     for ex in recent:
         print(
             f"  {ex['ExecutionID']}  job {ex['JobID']} shard {ex['ShardIndex']}  {ex['State']}  {ex.get('Comment', '')}"
         )
     return OK if code == 200 else FAILED
+
+
+def network_lines(net: dict[str, Any]) -> list[str]:
+    """The node's libp2p side, in the style of the lines above: its peer ID and addresses, each
+    configured requester (connected or not, and why not) and any other that made offers, with
+    what each asked for, then the newest refusals. Peer IDs, errors and reasons come from other
+    peers: control characters are shown escaped, never sent to the terminal."""
+    peers = [p for p in net.get("Peers") or [] if isinstance(p, dict)]
+    connected = {str(c) for c in net.get("Connected") or []}
+    counts: dict[str, Any] = net.get("Requesters") or {}
+    configured = {peer_of(str(p.get("Address", ""))) for p in peers}
+    any_requester = "yes" if net.get("AcceptAnyRequester") else "no"
+    lines = [
+        f"network: peer {_clean(net.get('PeerID'))}, accepts any requester {any_requester}",
+        f"  listen: {', '.join(_clean(a) for a in net.get('Listen') or []) or 'none'}",
+    ]
+
+    def asked(pid: str) -> str:
+        c = counts.get(pid) or {}
+        return f"offers {c.get('Offers', 0)}, bids {c.get('Bids', 0)}, refused {c.get('Refused', 0)}"
+
+    for p in peers:
+        pid = peer_of(str(p.get("Address", "")))
+        error = f" (last error: {_clean(p['Error'])})" if p.get("Error") else ""
+        yes = "yes" if p.get("Connected") else "no"
+        lines.append(f"  requester {_clean(p.get('Address'))}: connected {yes}{error}; {asked(pid)}")
+    if not peers:
+        lines.append("  requesters: none configured")
+    for pid in sorted(set(counts) - configured):
+        yes = "yes" if pid in connected else "no"
+        lines.append(f"  peer {_clean(pid)} (not configured): connected {yes}; {asked(pid)}")
+    lines.append(f"  other connected peers: {len(connected - configured)}")
+    refusals = [r for r in net.get("RecentRefusals") or [] if isinstance(r, dict)]
+    if not refusals:
+        lines.append("refusals: none")
+        return lines
+    lines.append(f"refusals (newest {min(len(refusals), STATUS_REFUSALS)} of {len(refusals)}):")
+    for r in refusals[:STATUS_REFUSALS]:
+        at = r.get("At")
+        when = (
+            datetime.fromtimestamp(float(at), UTC).strftime("%Y-%m-%d %H:%M:%S")
+            if isinstance(at, int | float) and at
+            else "-"
+        )
+        peer = short_peer(_clean(r.get("Peer")))
+        lines.append(f"  {when}  peer {peer}  job {_clean(r.get('JobID')) or '-'}  {_clean(r.get('Reason'))}")
+    return lines
+
+
+def _clean(value: object) -> str:
+    """Text from another peer, one line and no terminal escapes: control characters as \\xNN."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _wire_usage(u: dict[str, Any]) -> str:

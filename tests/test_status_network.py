@@ -1,0 +1,171 @@
+"""`computenode status` of a node on a libp2p network: what the human output says of the "Network"
+object of GET /api/v1/node, what --json passes through, and that a node without one reads as before."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+# The node imports its libp2p side when it joins a network, on its loop (~0.7 s of CPU, which the
+# loop-block detector fails); imported here first, as tests/network does.
+import computenode.network.service  # noqa: F401
+from computenode import cli
+from computenode.cli import STATUS_REFUSALS, main, network_lines
+from tests.node.conftest import RunningNode, make_node  # noqa: F401
+
+REQ_A = "QmRequesterAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaaaaaa"
+REQ_B = "QmRequesterBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBbbbbbb"
+STRANGER = "12D3KooWStrangerCCCCCCCCCCCCCCCCCCCCCCCCCCCCcccccc"
+SELF = "12D3KooWSelfDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDddd"
+AT = 1764480000.0  # 2025-11-30 05:20:00 UTC
+
+
+def network(**extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "PeerID": SELF,
+        "Listen": ["/ip4/127.0.0.1/tcp/1235", "/ip4/10.0.0.5/tcp/1235"],
+        "Peers": [
+            {"Address": f"/ip4/10.0.0.1/tcp/1235/p2p/{REQ_A}", "Connected": True, "Error": ""},
+            {
+                "Address": f"/ip4/10.0.0.2/tcp/1235/p2p/{REQ_B}",
+                "Connected": False,
+                "Error": "dial refused\x1b[31m",
+            },
+        ],  # fmt: skip
+        "Connected": sorted([REQ_A, STRANGER, "QmOtherEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEeeeeee"]),
+        "AcceptAnyRequester": False,
+        "Requesters": {
+            REQ_A: {"Offers": 7, "Bids": 5, "Refused": 2, "Calls": 9},
+            STRANGER: {"Offers": 1, "Bids": 0, "Refused": 1, "Calls": 0},
+        },
+        "RecentRefusals": [
+            {
+                "At": AT + 60,
+                "Peer": STRANGER,
+                "JobID": "job-1",
+                "Reason": f"peer {STRANGER} is not a configured requester (network.peers)",
+            },
+            {"At": AT, "Peer": REQ_A, "JobID": "job-0", "Reason": "no engine Docker\nsecond line"},
+        ],  # fmt: skip
+    }
+    return base | extra
+
+
+def test_network_lines() -> None:
+    assert network_lines(network()) == [
+        f"network: peer {SELF}, accepts any requester no",
+        "  listen: /ip4/127.0.0.1/tcp/1235, /ip4/10.0.0.5/tcp/1235",
+        f"  requester /ip4/10.0.0.1/tcp/1235/p2p/{REQ_A}: connected yes; offers 7, bids 5, refused 2",
+        f"  requester /ip4/10.0.0.2/tcp/1235/p2p/{REQ_B}: connected no"
+        " (last error: dial refused\\x1b[31m); offers 0, bids 0, refused 0",
+        f"  peer {STRANGER} (not configured): connected yes; offers 1, bids 0, refused 1",
+        "  other connected peers: 2",
+        "refusals (newest 2 of 2):",
+        f"  2025-11-30 05:21:00  peer 12*cccccc  job job-1  peer {STRANGER} is not a configured requester"
+        " (network.peers)",
+        "  2025-11-30 05:20:00  peer Qm*aaaaaa  job job-0  no engine Docker\\nsecond line",
+    ]
+
+
+def test_network_lines_when_alone_and_with_many_refusals() -> None:
+    alone = network(
+        Peers=[], Connected=[], Requesters={}, RecentRefusals=[], Listen=[], AcceptAnyRequester=True
+    )
+    assert network_lines(alone) == [
+        f"network: peer {SELF}, accepts any requester yes",
+        "  listen: none",
+        "  requesters: none configured",
+        "  other connected peers: 0",
+        "refusals: none",
+    ]
+    many = [{"At": AT + i, "Peer": REQ_A, "JobID": f"job-{i}", "Reason": "r"} for i in range(50)]
+    lines = network_lines(network(RecentRefusals=many))
+    assert f"refusals (newest {STATUS_REFUSALS} of 50):" in lines
+    assert lines[-1].endswith(f"job job-{STATUS_REFUSALS - 1}  r")
+
+
+class FakeClient:
+    """What cmd_status asks of a NodeClient."""
+
+    base_url = "http://node:1234"
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def node(self) -> dict[str, Any]:
+        return self.info
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        return 200, {"status": "ok", "checks": {"network": {"ok": True}}}
+
+    def executions(self) -> list[dict[str, Any]]:
+        return []
+
+
+INFO = {"ID": "n-1", "Version": "1.0", "Engines": ["Wasm"], "Publishers": ["Local"], "Running": 0,
+        "Enqueued": 0, "Draining": False, "Capacity": {}}  # fmt: skip
+WITHOUT = [
+    "node n-1 (computenode 1.0) at http://node:1234: ok",
+    "  engines: Wasm; publishers: Local",
+    "  running 0, enqueued 0, draining False",
+    "  network: ok",
+    "executions: none",
+]
+
+
+def status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], info: dict[str, Any],
+           *flags: str) -> str:  # fmt: skip
+    monkeypatch.setattr(cli, "client", lambda args: FakeClient(info))
+    assert main(["status", *flags]) == 0
+    return capsys.readouterr().out
+
+
+def test_status_without_network_is_unchanged(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert status(monkeypatch, capsys, INFO).splitlines() == WITHOUT
+    assert "Network" not in json.loads(status(monkeypatch, capsys, INFO, "--json"))["Node"]
+
+
+def test_status_with_network(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    net = network()
+    out = status(monkeypatch, capsys, INFO | {"Network": net}).splitlines()
+    assert out == [*WITHOUT[:-1], *network_lines(net), WITHOUT[-1]]
+    assert "\x1b" not in "".join(out)
+    assert (
+        json.loads(status(monkeypatch, capsys, INFO | {"Network": net}, "--json"))["Node"]["Network"] == net
+    )
+
+
+async def test_status_of_a_node_on_the_network(make_node, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    # A real libp2p host in the node; the CLI's blocking HTTP calls run off the loop.
+    rn: RunningNode = await make_node(
+        network={
+            "enabled": True,
+            "listen": ["/ip4/127.0.0.1/tcp/0"],
+            "peers": [],
+            "accept_any_requester": True,
+        }
+    )
+    net = (await rn.http.get("/api/v1/node")).json()["Network"]
+    assert await asyncio.to_thread(main, ["status", "--node", rn.url]) in (0, 1)
+    out = capsys.readouterr().out
+    assert f"network: peer {net['PeerID']}, accepts any requester yes" in out
+    assert f"  listen: {', '.join(net['Listen'])}" in out and "/tcp/0" not in out
+    assert "  requesters: none configured" in out and "refusals: none" in out
+    assert await asyncio.to_thread(main, ["status", "--json", "--node", rn.url]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["Node"]["Network"]["PeerID"] == net["PeerID"]
+
+
+async def test_status_of_a_node_off_the_network(make_node, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    rn: RunningNode = await make_node()
+    assert await asyncio.to_thread(main, ["status", "--node", rn.url]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "network" not in out and "refusals" not in out and "executions" in out
