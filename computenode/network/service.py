@@ -19,7 +19,7 @@ from typing import Any
 from computenode.callbacks import P2P
 from computenode.compute import Compute
 from computenode.config import NetworkConfig
-from computenode.errors import InvalidTransition, NotFound, Rejected, SpecError
+from computenode.errors import DependencyDown, InvalidTransition, NotFound, Rejected, SpecError
 from computenode.metrics import Metrics
 from computenode.model.parse import job_from_document
 from computenode.network.bridge import TrioThread
@@ -41,6 +41,8 @@ WATCH_S = 1.0
 REPUBLISH_AFTER_S = (0.0, 2.0, 5.0)
 RECENT_REFUSALS = 50
 MAX_SHARD_INDEXES = 1000
+MAX_COUNTED = 256  # requesters counted one by one in status
+OTHERS = "(others)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,10 @@ class Network:
         await self.bridge.start(self.host.main)
         self.peer_id = str(self.host.peer_id)
         self.addrs = await self.bridge.call(self.host.addrs)
+        if len(self.addrs) < len(self.config.listen):  # py-libp2p logs a failed listen and goes on
+            await self.bridge.stop()
+            why = f"cannot listen on every address of network.listen {self.config.listen} (listening on {self.addrs}); is the port in use?"
+            raise DependencyDown("network", why)
         self.compute.callbacks.transports[P2P] = Libp2pTransport(self)
         log.info("libp2p host started", extra={"peer_id": self.peer_id, "listen": self.addrs})
 
@@ -131,7 +137,11 @@ class Network:
         pending: list[float] = []  # times of NodeInfo publications owed to new connections
         while not stop.is_set():
             if self.bridge.ended.done():
-                raise ConnectionError(f"the libp2p host ended: {self.bridge.ended.exception()!r}")
+                # Its thread ended on an error of py-libp2p's: a new host, same key and addresses.
+                why = repr(self.bridge.ended.exception())
+                log.error("the libp2p host ended; starting it again", extra={"reason": why})
+                await self.start()
+                self.connected = set()
             now = time.monotonic()
             before = self.connected
             self.connected = set(await self.bridge.call(self.host.connected))
@@ -225,7 +235,7 @@ class Network:
         Refused is raised for a call this peer may not make: the host resets the stream."""
         if not isinstance(request, dict):
             raise Refused(f"{name}: the request is not a JSON object")
-        counts = self.per_requester.setdefault(remote, RequesterCounts())
+        counts = self._counts(remote)
         if name == "ask_for_bid":
             self.metrics.offers.labels("libp2p").inc()
             counts.offers += 1
@@ -266,6 +276,12 @@ class Network:
         self._refused(remote, job_id, reason, counts)
         shard = {"ExecutionID": "", "JobID": job_id, "Accepted": False, "Reason": reason}
         return {"ShardResponse": [shard | {"ShardIndex": i} for i in indexes]}
+
+    def _counts(self, peer: str) -> RequesterCounts:
+        """The peer's counters; peers beyond MAX_COUNTED share one entry (identities are free to make)."""
+        if peer not in self.per_requester and len(self.per_requester) >= MAX_COUNTED:
+            peer = OTHERS
+        return self.per_requester.setdefault(peer, RequesterCounts())
 
     def _refused(self, peer: str, job_id: str, reason: str, counts: RequesterCounts) -> None:
         counts.refused += 1

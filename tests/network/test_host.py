@@ -190,3 +190,32 @@ def test_nodeinfo_json_is_what_go_parses() -> None:
     z = ResourceUsageData()
     info = json.loads(encode(node_info("p", [], NodeFacts(["Wasm"], {}, z, z, z, 0, 0))))
     assert set(info) == {"BacalhauVersion", "PeerInfo", "NodeType", "Labels", "ComputeNodeInfo"}
+
+
+async def test_a_listen_address_in_use_stops_the_start_with_the_reason(
+    tmp_path: Path, make_node: Callable[..., Any]
+) -> None:
+    import socket
+
+    from computenode.errors import DependencyDown
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            DependencyDown, match=r"network: cannot listen on every address of network.listen"
+        ):
+            await make_node(network={"enabled": True, "listen": [f"/ip4/127.0.0.1/tcp/{port}"]})
+
+
+async def test_a_libp2p_host_that_ends_is_started_again(worker_and_peer: Any) -> None:
+    rn, peer, w = worker_and_peer
+    network = rn.node.network
+    await network.bridge.stop()  # as if py-libp2p's thread had died
+    async with asyncio.timeout(30):
+        while not (network.bridge.ended.done() is False and peer.peer_id in network.connected):
+            await asyncio.sleep(0.1)
+    assert network.peer_id == w.peer_id  # the same key
+    answer = await peer.call("ask_for_bid", {"Job": job("j-net-again"), "ShardIndexes": [0]})
+    assert answer["ShardResponse"][0]["Accepted"] is True
