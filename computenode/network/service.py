@@ -73,7 +73,7 @@ class Libp2pTransport:
             data = with_routing(body, net.peer_id, address)
             await net.bridge.call(net.host.send, address, callback_protocol(name), data)
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}".rstrip(": ") or type(exc).__name__
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return None
 
 
@@ -118,7 +118,10 @@ class Network:
         self.addrs = await self.bridge.call(self.host.addrs)
         if len(self.addrs) < len(self.config.listen):  # py-libp2p logs a failed listen and goes on
             await self.bridge.stop()
-            why = f"cannot listen on every address of network.listen {self.config.listen} (listening on {self.addrs}); is the port in use?"
+            why = (
+                f"cannot listen on every address of network.listen {self.config.listen}"
+                f" (listening on {self.addrs}); is the port in use?"
+            )
             raise DependencyDown("network", why)
         self.compute.callbacks.transports[P2P] = Libp2pTransport(self)
         log.info("libp2p host started", extra={"peer_id": self.peer_id, "listen": self.addrs})
