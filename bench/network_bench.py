@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench._node import NodeProcess, pct, submit, wait_job  # noqa: E402
+from tests.network.requester import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 HOST_ID = re.compile(rb"host-id:([A-Za-z0-9]+)")
@@ -65,23 +65,6 @@ def time_of_day(t: float | None = None) -> float:
     """Seconds since local midnight, as the requester's log (HH:MM:SS.mmm) and the node's show it."""
     d = datetime.fromtimestamp(time.time() if t is None else t)
     return d.hour * 3600 + d.minute * 60 + d.second + d.microsecond / 1e6
-
-
-def free_port(taken: Sequence[int] = ()) -> int:
-    """Free for TCP and UDP on every interface (the requester's swarm also listens on QUIC)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("0.0.0.0", 0))
-            port = int(tcp.getsockname()[1])
-            if port in taken:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-            return port
-    raise SystemExit("no free port found")
 
 
 class Requester:

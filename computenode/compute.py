@@ -43,6 +43,9 @@ ENDED_BADLY = (S.CANCELLED, S.FAILED)
 JOB_CACHE_SIZE = 1024
 DIFFERS = "its result differs from the agreed result"
 QUEUED_BEYOND = "queued beyond queue capacity"
+# What a requester may call, by Bacalhau's names: the HTTP compute endpoint's paths and the
+# libp2p protocols (/bacalhau/compute/<name>/1.0.0) both map onto the methods of these names.
+CALLS = ("ask_for_bid", "bid_accepted", "bid_rejected", "result_accepted", "result_rejected", "cancel")
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from computenode.api.logs import stream_logs
 from computenode.api.paging import add_paging_routes
 from computenode.api.requester import add_requester_routes
 from computenode.api.views import execution_view, latest_per_shard, progress_view, shard_state
+from computenode.compute import CALLS
 from computenode.errors import SpecError
 from computenode.events import TERMINAL_JOB_STATES
 from computenode.model import ExecutionState, job_from_document
@@ -40,15 +41,6 @@ from computenode.store import NotFound
 from computenode.version import version
 
 log = logging.getLogger(__name__)
-
-COMPUTE_CALLS = (
-    "ask_for_bid",
-    "bid_accepted",
-    "bid_rejected",
-    "result_accepted",
-    "result_rejected",
-    "cancel",
-)
 
 
 # GET /api/v1/jobs/{id} takes a prefix this long or longer (docs/cli.md): a job ID is a UUID, and
@@ -97,7 +89,7 @@ class ApiServer:
         r.add_get("/api/v1/executions/{id}", self.execution)
         r.add_get("/api/v1/executions/{id}/logs", self.logs)
         r.add_get("/api/v1/executions/{id}/results", self.results)
-        for name in COMPUTE_CALLS:
+        for name in CALLS:
             r.add_post(f"/api/v1/compute/{name}", getattr(self, name))
         r.add_post("/api/v1/jobs", self.submit)
         r.add_post("/api/v1/jobs/check", self.check_job)

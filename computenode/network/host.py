@@ -36,8 +36,8 @@ from libp2p.security.tls.transport import PROTOCOL_ID as TLS
 from libp2p.security.tls.transport import TLSTransport
 from libp2p.tools.anyio_service import background_trio_service
 
+from computenode.compute import CALLS
 from computenode.network.wire import (
-    COMPUTE_CALLS,
     NODE_INFO_TOPIC,
     FrameError,
     compute_protocol,
@@ -161,7 +161,7 @@ class Libp2pHost:
             listen_addrs=self.listen,
             connection_config=CONNECTIONS,
         )
-        for name in COMPUTE_CALLS:
+        for name in CALLS:
             # Registering the handler also lists the protocol in identify: a requester finds this
             # node by identify alone, before any NodeInfo.
             host.set_stream_handler(TProtocol(compute_protocol(name)), partial(self._serve, name))

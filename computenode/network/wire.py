@@ -13,14 +13,6 @@ from typing import Any
 
 from computenode.model import ResourceUsageData
 
-COMPUTE_CALLS = (
-    "ask_for_bid",
-    "bid_accepted",
-    "bid_rejected",
-    "result_accepted",
-    "result_rejected",
-    "cancel",
-)
 CALLBACKS = ("on_run_complete", "on_publish_complete", "on_cancel_complete", "on_compute_failure")
 NODE_INFO_TOPIC = "bacalhau-node-info"
 # The version the requester's min-version ranker sees (its default minimum is v0.3.20).
