@@ -27,7 +27,7 @@
 # and used with GOTOOLCHAIN=local. Bacalhau is downloaded the same way and built
 # in an unzipped copy with GOWORK=off GOFLAGS=-mod=mod, with the version set by
 # ldflags (pkg/version.GITVERSION=v0.3.23; without it the binary says
-# v0.0.0-xxxxxxx). About 9 minutes cold on 2 cores; the binary is cached.
+# v0.0.0-xxxxxxx). About 3 minutes cold on 2 cores (empty Go caches, 2026-11-30); the binary is cached.
 set -euo pipefail
 
 CACHE="${COMPUTENODE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/computenode}"
@@ -78,7 +78,7 @@ build() {
         "$gosrc/bin/go" version | grep -q go1.20.14 || die "toolchain at $gosrc is not go1.20.14"
         mod_unzip "github.com/bacalhau-project/bacalhau@$VERSION" "$src" >>"$logf" 2>&1
         chmod -R u+w "$src"
-        log "building bacalhau $VERSION with go1.20.14 (about 9 minutes cold; log $logf)"
+        log "building bacalhau $VERSION with go1.20.14 (a few minutes cold; log $logf)"
         (cd "$src" && GOTOOLCHAIN=local GOROOT="$gosrc" GOWORK=off GOFLAGS=-mod=mod \
             "$gosrc/bin/go" build -trimpath \
             -ldflags "-X github.com/bacalhau-project/bacalhau/pkg/version.GITVERSION=$VERSION" \

@@ -20,7 +20,7 @@
 #
 # SERVICE is one of: docker registry ipfs wasm bacalhau. `up registry` also
 # brings up docker (it pushes the test image). The two Go builds (kubo, and the
-# bacalhau binary with scripts/bacalhau.sh build: 9-15 min cold on 2 cores)
+# bacalhau binary with scripts/bacalhau.sh build: about 3 min cold on 2 cores, beside kubo's)
 # start first, in the background, while the rest comes up; `up` returns only
 # once both are done. With --best-effort a service that cannot be had is
 # reported and skipped, and `up` exits 0 (used by `make run`).
@@ -521,7 +521,7 @@ bacalhau_build_start() {
         return 0
     fi
     mkdir -p "$STATE/logs"
-    log "bacalhau: building $BACALHAU_VERSION in the background (9-15 min cold; log $BACALHAU_BUILD_LOG)"
+    log "bacalhau: building $BACALHAU_VERSION in the background (a few minutes cold; log $BACALHAU_BUILD_LOG)"
     "$BACALHAU_SH" build </dev/null >"$BACALHAU_BUILD_LOG" 2>&1 8>&- &
     BACALHAU_BUILD_PID=$!
 }

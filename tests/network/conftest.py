@@ -35,7 +35,7 @@ def bacalhau_bin() -> str:
         pytest.fail(
             f"the Go bacalhau {services.BACALHAU_VERSION} binary is not available: {reason}\n"
             f"Build it with:  {services.BACALHAU_BUILD_HINT}\n"
-            f"(or {services.START_HINT}, which builds it; 9-15 min cold)",
+            f"(or {services.START_HINT}, which builds it; about 3 min cold)",
             pytrace=False,
         )
     return path
