@@ -138,35 +138,43 @@ class Network:
         next_dial = 0.0
         next_info = 0.0
         pending: list[float] = []  # times of NodeInfo publications owed to new connections
-        while not stop.is_set():
-            if self.bridge.ended.done():
-                # Its thread ended on an error of py-libp2p's: a new host, same key and addresses.
-                why = repr(self.bridge.ended.exception())
-                log.error("the libp2p host ended; starting it again", extra={"reason": why})
-                await self.start()
-                self.connected = set()
-            now = time.monotonic()
-            before = self.connected
-            self.connected = set(await self.bridge.call(self.host.connected))
-            new = {p for p in self.connected - before if p in self.configured}
-            for peer in new:
-                log.info("requester connected", extra={"peer": peer})
-                pending += [now + d for d in REPUBLISH_AFTER_S]
-            for peer in (before - self.connected) & set(self.configured):
-                log.warning("requester disconnected", extra={"peer": peer})
-            if now >= next_dial:
-                next_dial = now + REDIAL_S
-                await self._dial_missing()
-            due = [t for t in pending if t <= now]
-            if due or now >= next_info or self._publish_now.is_set():
-                self._publish_now.clear()
-                pending = [t for t in pending if t > now]
-                next_info = now + self.config.node_info_interval
-                await self._publish()
-            try:
-                await asyncio.wait_for(_any(stop, self._publish_now), WATCH_S)
-            except TimeoutError:
-                pass
+        dialing: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                if self.bridge.ended.done():
+                    # Its thread ended on an error of py-libp2p's: a new host, same key and addresses.
+                    why = repr(self.bridge.ended.exception())
+                    log.error("the libp2p host ended; starting it again", extra={"reason": why})
+                    await self.start()
+                    self.connected = set()
+                now = time.monotonic()
+                before = self.connected
+                self.connected = set(await self.bridge.call(self.host.connected))
+                new = {p for p in self.connected - before if p in self.configured}
+                for peer in new:
+                    log.info("requester connected", extra={"peer": peer})
+                    pending += [now + d for d in REPUBLISH_AFTER_S]
+                for peer in (before - self.connected) & set(self.configured):
+                    log.warning("requester disconnected", extra={"peer": peer})
+                if now >= next_dial and (dialing is None or dialing.done()):
+                    # In a task: a requester whose address drops packets holds a dial for its timeout,
+                    # and the other requesters' gossip must not wait for it.
+                    next_dial = now + REDIAL_S
+                    dialing = asyncio.create_task(self._dial_missing(), name="network-dial")
+                due = [t for t in pending if t <= now]
+                if due or now >= next_info or self._publish_now.is_set():
+                    self._publish_now.clear()
+                    pending = [t for t in pending if t > now]
+                    next_info = now + self.config.node_info_interval
+                    await self._publish()
+                try:
+                    await asyncio.wait_for(_any(stop, self._publish_now), WATCH_S)
+                except TimeoutError:
+                    pass
+        finally:
+            if dialing is not None:
+                dialing.cancel()
+                await asyncio.gather(dialing, return_exceptions=True)
 
     def publish_soon(self) -> None:
         """Labels or capacity changed (SIGHUP): tell the network now, not at the next interval."""
