@@ -100,6 +100,8 @@ class NodeConfig(Section):
 class ApiConfig(Section):
     listen: str = "127.0.0.1:1234"
     token: str = ""
+    # Reads of lists, the dashboard and /metrics per second, all clients together (api/pacing.py).
+    read_rate: float = Field(20.0, gt=0)
 
     @field_validator("listen")
     @classmethod

@@ -133,6 +133,10 @@ class Node:
         return self.settings.api.token
 
     @property
+    def read_rate(self) -> float:
+        return self.settings.api.read_rate
+
+    @property
     def draining(self) -> bool:
         return self.compute.draining
 

@@ -88,6 +88,11 @@ class NodeView(Protocol):
         ...
 
     @property
+    def read_rate(self) -> float:
+        """Paced reads (lists, the dashboard, /metrics) per second, all clients together."""
+        ...
+
+    @property
     def draining(self) -> bool: ...
 
     @property

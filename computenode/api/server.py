@@ -28,6 +28,7 @@ from computenode.api.http import (
     required_field,
 )
 from computenode.api.logs import stream_logs
+from computenode.api.pacing import Pacer, pacing_middleware
 from computenode.api.paging import add_paging_routes
 from computenode.api.requester import add_requester_routes
 from computenode.api.views import execution_view, latest_per_shard, progress_view, shard_state
@@ -75,7 +76,8 @@ def given_token(request: web.Request) -> bytes:
 class ApiServer:
     def __init__(self, node: NodeView) -> None:
         self.node = node
-        self.app = web.Application(middlewares=[errors_middleware, self._auth], client_max_size=MAX_BODY)
+        middlewares = [errors_middleware, self._auth, pacing_middleware(Pacer(node.read_rate))]
+        self.app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
         self.app.on_response_prepare.append(mark_response_started)
         self.runner: web.AppRunner | None = None
         r = self.app.router
