@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 S = ExecutionState
 RESTART_REASON = "node restarted"
 ENDED_BADLY = (S.CANCELLED, S.FAILED)
-JOB_CACHE_SIZE = 1024
+# Parsed jobs kept (the executions in flight need theirs). Each is ~47 objects the garbage
+# collector walks on every full collection: 1,024 of them made those stall the loop 27-47 ms
+# under load, 128 keep every one under 20 ms (docs/performance.md, "Footprint").
+JOB_CACHE_SIZE = 128
 DIFFERS = "its result differs from the agreed result"
 QUEUED_BEYOND = "queued beyond queue capacity"
 # What a requester may call, by Bacalhau's names: the HTTP compute endpoint's paths and the
