@@ -9,12 +9,9 @@ from typing import Any
 
 import pytest
 
-# The node imports its libp2p side when it joins a network, on its loop (~0.7 s of CPU, which the
-# loop-block detector fails); imported here first, as tests/network does.
-import computenode.network.service  # noqa: F401
 from computenode import cli
 from computenode.cli import STATUS_REFUSALS, main, network_lines
-from tests.node.conftest import RunningNode, make_node  # noqa: F401
+from tests.node.conftest import ON_A_NETWORK, RunningNode, make_node  # noqa: F401
 
 REQ_A = "QmRequesterAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaaaaaa"
 REQ_B = "QmRequesterBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBbbbbbb"
@@ -146,14 +143,7 @@ def test_status_with_network(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 async def test_status_of_a_node_on_the_network(make_node, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     # A real libp2p host in the node; the CLI's blocking HTTP calls run off the loop.
-    rn: RunningNode = await make_node(
-        network={
-            "enabled": True,
-            "listen": ["/ip4/127.0.0.1/tcp/0"],
-            "peers": [],
-            "accept_any_requester": True,
-        }
-    )
+    rn: RunningNode = await make_node(network=ON_A_NETWORK)
     net = (await rn.http.get("/api/v1/node")).json()["Network"]
     assert await asyncio.to_thread(main, ["status", "--node", rn.url]) in (0, 1)
     out = capsys.readouterr().out

@@ -28,6 +28,15 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 TEST_NODE_ID = f"n-test-{uuid.uuid4().hex[:8]}"
 
 
+# A node on a libp2p network of its own: a real host on a free loopback port, no requester to dial.
+ON_A_NETWORK = {
+    "enabled": True,
+    "listen": ["/ip4/127.0.0.1/tcp/0"],
+    "peers": [],
+    "accept_any_requester": True,
+}
+
+
 def node_settings(tmp_path: Path, ipfs_api: str, **extra: Any) -> Settings:
     base = {
         "node": {"id": TEST_NODE_ID, "labels": {"env": "test"}, "data_dir": str(tmp_path / "node")},

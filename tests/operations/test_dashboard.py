@@ -11,15 +11,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-# The node imports its libp2p side when it joins a network, on its loop (~0.7 s of CPU, which the
-# loop-block detector fails); imported here first, as tests/network does.
-import computenode.network.service  # noqa: F401
 from computenode.api.base import Capacity
 from computenode.api.dashboard import REFUSALS, network_section, peer_of, short_peer, transport_of
 from computenode.api.dashboard import render as render_page
 from computenode.model import ResourceUsageData
 from computenode.store.execution import Page
-from tests.node.conftest import RunningNode
+from tests.node.conftest import ON_A_NETWORK, RunningNode
 
 if TYPE_CHECKING:
     from computenode.api.base import NodeView
@@ -225,14 +222,7 @@ def test_peer_helpers() -> None:
 
 async def test_dashboard_of_a_node_on_the_network(make_node) -> None:
     # A real libp2p host in the node: the section shows its peer ID and where it listens.
-    rn: RunningNode = await make_node(
-        network={
-            "enabled": True,
-            "listen": ["/ip4/127.0.0.1/tcp/0"],
-            "peers": [],
-            "accept_any_requester": True,
-        }
-    )
+    rn: RunningNode = await make_node(network=ON_A_NETWORK)
     info = (await rn.http.get("/api/v1/node")).json()["Network"]
     page = (await rn.http.get("/")).text
     assert f"<code id=peer-id>{info['PeerID']}</code>" in page
