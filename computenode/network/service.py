@@ -135,34 +135,19 @@ class Network:
     async def run(self, stop: asyncio.Event) -> None:
         """Dial configured requesters that are not connected (at once, then every REDIAL_S), and
         publish NodeInfo when one connects, every node_info_interval, and when asked (publish_soon)."""
-        next_dial = 0.0
-        next_info = 0.0
+        next_dial = next_info = 0.0
         pending: list[float] = []  # times of NodeInfo publications owed to new connections
         dialing: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                if self.bridge.ended.done():
-                    # Its thread ended on an error of py-libp2p's: a new host, same key and addresses.
-                    why = repr(self.bridge.ended.exception())
-                    log.error("the libp2p host ended; starting it again", extra={"reason": why})
-                    await self.start()
-                    self.connected = set()
                 now = time.monotonic()
-                before = self.connected
-                self.connected = set(await self.bridge.call(self.host.connected))
-                new = {p for p in self.connected - before if p in self.configured}
-                for peer in new:
-                    log.info("requester connected", extra={"peer": peer})
-                    pending += [now + d for d in REPUBLISH_AFTER_S]
-                for peer in (before - self.connected) & set(self.configured):
-                    log.warning("requester disconnected", extra={"peer": peer})
+                pending += [now + d for _ in await self._refresh_connections() for d in REPUBLISH_AFTER_S]
                 if now >= next_dial and (dialing is None or dialing.done()):
                     # In a task: a requester whose address drops packets holds a dial for its timeout,
                     # and the other requesters' gossip must not wait for it.
                     next_dial = now + REDIAL_S
                     dialing = asyncio.create_task(self._dial_missing(), name="network-dial")
-                due = [t for t in pending if t <= now]
-                if due or now >= next_info or self._publish_now.is_set():
+                if any(t <= now for t in pending) or now >= next_info or self._publish_now.is_set():
                     self._publish_now.clear()
                     pending = [t for t in pending if t > now]
                     next_info = now + self.config.node_info_interval
@@ -175,6 +160,24 @@ class Network:
             if dialing is not None:
                 dialing.cancel()
                 await asyncio.gather(dialing, return_exceptions=True)
+
+    async def _refresh_connections(self) -> set[str]:
+        """Read who is connected now (starting the host again if its thread ended); the
+        configured requesters that connected since the last call."""
+        if self.bridge.ended.done():
+            # Its thread ended on an error of py-libp2p's: a new host, same key and addresses.
+            why = repr(self.bridge.ended.exception())
+            log.error("the libp2p host ended; starting it again", extra={"reason": why})
+            await self.start()
+            self.connected = set()
+        before = self.connected
+        self.connected = set(await self.bridge.call(self.host.connected))
+        new = (self.connected - before) & set(self.configured)
+        for peer in new:
+            log.info("requester connected", extra={"peer": peer})
+        for peer in (before - self.connected) & set(self.configured):
+            log.warning("requester disconnected", extra={"peer": peer})
+        return new
 
     def publish_soon(self) -> None:
         """Labels or capacity changed (SIGHUP): tell the network now, not at the next interval."""

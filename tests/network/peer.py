@@ -13,7 +13,6 @@ from typing import Any
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
-from libp2p.peer.id import ID
 
 from computenode.network.bridge import TrioThread
 from computenode.network.host import Libp2pHost, load_or_make_key, parse_peer
@@ -104,4 +103,4 @@ async def _read(stream: Any) -> bytes:
         return b""
 
 
-__all__ = ["ID", "StreamReset", "TestPeer"]
+__all__ = ["StreamReset", "TestPeer"]
