@@ -337,7 +337,14 @@ def _attach(container: DockerContainer) -> Stream:
     """
 
     async def setup() -> tuple[URL, bytes | None, bool]:
-        query = {"stdout": 1, "stderr": 1, "stdin": 0, "stream": 1, "logs": 0, "detachKeys": ""}
+        query: dict[str, str | int] = {
+            "stdout": 1,
+            "stderr": 1,
+            "stdin": 0,
+            "stream": 1,
+            "logs": 0,
+            "detachKeys": "",
+        }
         return URL(f"containers/{container.id}/attach").with_query(query), None, False
 
     return Stream(container.docker, setup)
