@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.operations.daemon import Daemon
@@ -39,9 +41,20 @@ class PrivateDockerd:
         )
 
     def stop(self) -> None:
+        """Stop the engine and whatever it left: a dockerd killed by a test leaves its containerd
+        shims running the containers, and their mounts under the root, behind (reaped here so
+        no test run leaks processes or mounts onto the machine)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(self.root) in arg for arg in proc.info["cmdline"] or ()):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+                    proc.wait(10)
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for point in sorted((m for m in mounts if m.startswith(f"{self.root}/")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 @pytest.fixture
