@@ -1,6 +1,6 @@
 """Where a node's CPU goes per trivial WASM job: per thread, user and system, optionally profiled.
 
-    .venv/bin/python bench/node_cpu.py [-n 300] [--profile FILE [--thread-time]] [--strace FILE]
+    .venv/bin/python bench/node_cpu.py [-n 300] [--profile FILE [--thread-time]] [--strace FILE] [--docker IMAGE]
 
 Starts a real `computenode run` (bench/_node.py, from this checkout) under
 bench/_profiled_node.py, runs 5 hello-wasm jobs to warm up, then `-n` jobs one after another
@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._node import NodeProcess, hello_job, submit, wait_job  # noqa: E402
+from bench._node import NodeProcess, docker_true_job, hello_job, submit, wait_job  # noqa: E402
 
 
 class _Wrapped(NodeProcess):
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--profile", help="cProfile output of the loop thread")
     ap.add_argument("--thread-time", action="store_true", help="profile the loop thread's CPU time")
     ap.add_argument("--strace", help="strace -f -c output over the measured jobs")
+    ap.add_argument("--docker", metavar="IMAGE", help="Docker `true` jobs of IMAGE instead of hello-wasm")
     args = ap.parse_args()
     names = Path(tempfile.mkdtemp(prefix="node-cpu-")) / "threads.json"
     os.environ["NODE_CPU_THREADS"] = str(names)
@@ -48,8 +49,12 @@ def main() -> None:
         os.environ["NODE_CPU_PROFILE"] = str(Path(args.profile).resolve())
     if args.thread_time:
         os.environ["NODE_CPU_THREAD_TIME"] = "1"
-    node = _Wrapped(wrapper=(sys.executable, str(Path(__file__).resolve().parent / "_profiled_node.py")))
-    job = hello_job()
+    node = _Wrapped(
+        docker=bool(args.docker),
+        wrapper=(sys.executable, str(Path(__file__).resolve().parent / "_profiled_node.py")),
+    )
+    job = docker_true_job(args.docker) if args.docker else hello_job()
+    kind = "Docker `true`" if args.docker else "hello-wasm"
     wall: list[float] = []
     try:
         with httpx.Client(base_url=node.url, timeout=60) as http:
@@ -77,7 +82,7 @@ def main() -> None:
         node.stop()
     n = args.n
     used = sorted(((after[k] - before.get(k, 0.0), k) for k in after), reverse=True)
-    print(f"{n} hello-wasm jobs one after another, CPU per job by thread:")
+    print(f"{n} {kind} jobs one after another, CPU per job by thread:")
     print("  " + "  ".join(f"{named.get(str(k), k)} {v / n * 1e3:.2f} ms" for v, k in used if v > 0))
     user, system = (t1.user - t0.user) / n, (t1.system - t0.system) / n
     print(
