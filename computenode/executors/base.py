@@ -20,7 +20,7 @@ class ExecutionRequest:
     node_id: str
     spec: Spec
     inputs: tuple[InputVolume, ...]  # inputs and contexts of this shard
-    results_dir: Path  # exists and is empty; outputs go to results_dir/<Name>
+    results_dir: Path  # the executor makes it (output_dirs does); outputs go to results_dir/<Name>
     resources: ResourceUsageData  # what the node reserved (job_default filled in)
     timeout_s: float  # the job's effective timeout
     gpu_indexes: tuple[int, ...] = ()

@@ -22,7 +22,7 @@ NO_EXIT_CODE = -1  # exitCode of a run that ended without one (trap, timeout, st
 
 
 def output_dirs(results_dir: Path, outputs: list[StorageSpec]) -> list[tuple[Path, str]]:
-    """Create `<results>/<Name>` for each output; (host dir, path in the job) pairs.
+    """Create the results dir and `<results>/<Name>` for each output; (host dir, path in the job) pairs.
 
     Raises SpecError before anything runs when a Name or path is empty, or a Name
     would leave the results dir ("../x", "/etc", "a/b").
@@ -43,6 +43,7 @@ def output_dirs(results_dir: Path, outputs: list[StorageSpec]) -> list[tuple[Pat
             pairs.append((results_dir / out.name, out.path))
     if errors:
         raise SpecError(errors)
+    results_dir.mkdir(parents=True, exist_ok=True)
     for host, _ in pairs:
         host.mkdir(parents=True, exist_ok=True)
         os.chmod(host, 0o777)  # the job may run as another uid
