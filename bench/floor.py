@@ -47,6 +47,8 @@ from bench._node import NodeProcess, free_port, hello_job, pct, spread, submit, 
 
 
 class FloorServer:
+    """Steps 1-8 of the module docstring, nothing more; one writer thread and one run thread."""
+
     def __init__(self, root: Path, inline: bool) -> None:
         from wasmtime import Config, Engine, Linker
 
