@@ -44,6 +44,7 @@ DRAIN_TIMEOUT_S = 10.0  # after exit, the attach stream ends at once; this only 
 OOM_REASON = "memory limit exceeded"
 DISK_WATCH_S = 0.5  # how often outputs are measured against the disk allowance
 SIGNAL_EXIT = 128  # exit codes from here up: the process died of a signal (128 + its number)
+MIN_API = "1.30"  # Docker 17.07: the first to answer a wait's headers before the exit
 
 
 class DockerExecutor:
@@ -77,11 +78,16 @@ class DockerExecutor:
     async def check(self) -> str | None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
-                await self._client().version()
+                version = await self._client().version()
         except TimeoutError:
             return f"docker engine at {self.cfg.host} did not answer within {CHECK_TIMEOUT_S:g} s"
         except (DockerError, aiohttp.ClientError, OSError) as exc:
             return f"docker engine at {self.cfg.host} is unreachable: {_message(exc)}"
+        api = str(version.get("ApiVersion", ""))
+        if _older(api, MIN_API):
+            # The wait is registered before the start (_start_and_wait): older engines answer
+            # its headers only at the exit, and the job would never start.
+            return f"docker engine at {self.cfg.host} speaks API {api}; this node needs {MIN_API} or later"
         return None
 
     async def run(self, request: ExecutionRequest) -> RunCommandResult:
@@ -418,6 +424,14 @@ async def _remove(container: DockerContainer) -> bool:
             log.warning("could not remove container", extra={"container": container.id, "error": exc.message})
         return False
     return True
+
+
+def _older(version: str, than: str) -> bool:
+    """True for an API version ("1.29") below `than`; an unreadable one is not judged here."""
+    try:
+        return tuple(map(int, version.split("."))) < tuple(map(int, than.split(".")))
+    except ValueError:
+        return False
 
 
 def _message(exc: BaseException) -> str:

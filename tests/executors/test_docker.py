@@ -23,7 +23,7 @@ from computenode.config import DockerConfig
 from computenode.errors import ExecutionFailed, ImageUnavailable, JobTimeout, OutOfMemory, SpecError
 from computenode.executors import docker_image
 from computenode.executors.base import ExecutionRequest, Executor, InputVolume, Recoverable
-from computenode.executors.docker import DockerExecutor
+from computenode.executors.docker import MIN_API, DockerExecutor, _older
 from computenode.executors.docker_config import (
     EXECUTION,
     HTTP_UNSUPPORTED,
@@ -429,6 +429,13 @@ async def test_engine_unreachable_is_a_reason(node_id: str, tmp_path: Path) -> N
 
 async def test_check_ok(executor: DockerExecutor) -> None:
     assert await executor.check() is None
+
+
+def test_engines_older_than_api_1_30_are_refused() -> None:
+    """They answer a wait's headers only at the exit: a wait made before the start would hang."""
+    assert _older("1.29", MIN_API) and _older("1.9", MIN_API)
+    assert not _older("1.30", MIN_API) and not _older("1.50", MIN_API) and not _older("2.0", MIN_API)
+    assert not _older("", MIN_API)  # unreadable: not judged
 
 
 # ---------------------------------------------------------------- images and pulls
