@@ -44,6 +44,21 @@ def hello_job(outputs: bool = False) -> dict[str, Any]:
     return doc
 
 
+def run_wasi(engine: Any, linker: Any, module: Any, out: Path) -> None:
+    """One run of a WASI command as bare wasmtime-py makes it: a new Store, no deadline to speak
+    of, stdout and stderr to files in `out`. The reference side of the WASM benches."""
+    from wasmtime import Store, WasiConfig
+
+    store = Store(engine)
+    store.set_epoch_deadline(1 << 40)
+    wasi = WasiConfig()
+    wasi.argv = ["main"]
+    wasi.stdout_file = str(out / "stdout")
+    wasi.stderr_file = str(out / "stderr")
+    store.set_wasi(wasi)
+    linker.instantiate(store, module).exports(store)["_start"](store)
+
+
 def docker_true_job(image: str) -> dict[str, Any]:
     return {
         "APIVersion": "V1beta1",

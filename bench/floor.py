@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._node import NodeProcess, free_port, hello_job, pct, spread, submit, wait_job  # noqa: E402
+from bench._node import NodeProcess, free_port, hello_job, pct, run_wasi, spread, submit, wait_job  # noqa: E402
 
 
 class FloorServer:
@@ -92,20 +92,13 @@ class FloorServer:
         return str(await self._call(self.db_thread, read))
 
     def _run(self, wasm: bytes, results: Path) -> None:
-        from wasmtime import Module, Store, WasiConfig
+        from wasmtime import Module
 
         module = self.modules.get(wasm)
         if module is None:
             module = self.modules[wasm] = Module(self.engine, wasm)
         results.mkdir(parents=True)
-        store = Store(self.engine)
-        store.set_epoch_deadline(1 << 40)
-        wasi = WasiConfig()
-        wasi.argv = ["main"]
-        wasi.stdout_file = str(results / "stdout")
-        wasi.stderr_file = str(results / "stderr")
-        store.set_wasi(wasi)
-        self.linker.instantiate(store, module).exports(store)["_start"](store)  # type: ignore[operator]
+        run_wasi(self.engine, self.linker, module, results)
         (results / "exitCode").write_text("0")
 
     def _archive(self, results: Path) -> None:

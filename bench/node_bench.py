@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import httpx
-from wasmtime import Config, Engine, Linker, Module, Store, WasiConfig
+from wasmtime import Config, Engine, Linker, Module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._node import NodeProcess, hello_job, pct, spread, submit, wait_job  # noqa: E402
+from bench._node import NodeProcess, hello_job, pct, run_wasi, spread, submit, wait_job  # noqa: E402
 
 
 def module_bytes(job: dict[str, object]) -> bytes:
@@ -47,14 +47,7 @@ class Bare:
         self.out = out
 
     def run(self) -> None:
-        store = Store(self.engine)
-        store.set_epoch_deadline(1 << 40)
-        w = WasiConfig()
-        w.argv = ["hello"]
-        w.stdout_file = str(self.out / "stdout")
-        w.stderr_file = str(self.out / "stderr")
-        store.set_wasi(w)
-        self.linker.instantiate(store, self.module).exports(store)["_start"](store)  # type: ignore[operator]
+        run_wasi(self.engine, self.linker, self.module, self.out)
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from wasmtime import Config, Engine, Linker, Module, Store, WasiConfig
+from wasmtime import Config, Engine, Linker, Module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._node import spread  # noqa: E402
+from bench._node import run_wasi, spread  # noqa: E402
 from computenode.config import WasmConfig  # noqa: E402
 from computenode.executors.base import ExecutionRequest, InputVolume  # noqa: E402
 from computenode.executors.wasm import WasmExecutor  # noqa: E402
@@ -36,16 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def bare_run(engine: Engine, wasm: bytes | Module, out_dir: Path) -> None:
     module = wasm if isinstance(wasm, Module) else Module(engine, wasm)
-    store = Store(engine)
-    store.set_epoch_deadline(1 << 40)
-    w = WasiConfig()
-    w.argv = ["hello"]
-    w.stdout_file = str(out_dir / "stdout")
-    w.stderr_file = str(out_dir / "stderr")
-    store.set_wasi(w)
     linker = Linker(engine)
     linker.define_wasi()
-    linker.instantiate(store, module).exports(store)["_start"](store)  # type: ignore[operator]
+    run_wasi(engine, linker, module, out_dir)
 
 
 def request(tmp: Path, module: Path, i: int) -> ExecutionRequest:
