@@ -63,6 +63,18 @@ def ipfs_bin() -> str:
     if reason:
         pytest.fail(services.not_running_message("kubo binary", path, reason), pytrace=False)
     os.environ.setdefault("IPFS_PATH", services.ipfs_path())
+    if not (Path(os.environ["IPFS_PATH"]) / "config").exists():
+        api = services.ipfs_api()
+        if reason := services.probe_ipfs(api):
+            pytest.fail(services.not_running_message("IPFS (kubo)", api, reason), pytrace=False)
+        # The test bed reuses a kubo it finds answering on its port; one that another test bed
+        # (another COMPUTENODE_TESTBED_DIR) started keeps its repo there, and the CLI needs it.
+        pytest.fail(
+            f"no kubo repo at IPFS_PATH={os.environ['IPFS_PATH']}: the kubo answering at "
+            f"{api} was not started by this test bed. Stop it, or run the tests "
+            "with the COMPUTENODE_TESTBED_DIR (or IPFS_PATH) of the test bed that started it.",
+            pytrace=False,
+        )
     return path
 
 
