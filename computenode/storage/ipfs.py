@@ -52,7 +52,7 @@ class IPFSStorage:
         self._in_use: Counter[str] = Counter()
         self._volumes: dict[int, str] = {}  # id(InputVolume) -> CID, for idempotent cleanup
         self._sizes: dict[str, int] = {}  # entry name -> bytes; entries never change once renamed in
-        self._swept = False
+        self._sweeping: asyncio.Future[None] | None = None  # the one sweep of this process
 
     async def aclose(self) -> None:
         await self.kubo.aclose()
@@ -226,11 +226,15 @@ class IPFSStorage:
                 raise UnsafeArchive(f"{path_rel!r} is neither a file, a directory nor a symlink")
 
     async def _sweep(self) -> None:
-        """Once per process: drop partial fetches and evictions a crash left behind."""
-        if self._swept:
-            return
-        self._swept = True
-        await asyncio.to_thread(_remove_leftovers, self.cache_dir)
+        """Once per process: drop partial fetches and evictions a crash left behind.
+
+        Every fetch waits for that one sweep to end: one that started meanwhile would have its
+        partial dir swept from under it (two shards' first inputs, fetched at once, did).
+        Shielded: a cancelled prepare leaves the sweep running for the others.
+        """
+        if self._sweeping is None:
+            self._sweeping = asyncio.ensure_future(asyncio.to_thread(_remove_leftovers, self.cache_dir))
+        await asyncio.shield(self._sweeping)
 
     async def _evict(self) -> None:
         """Remove least recently used entries not in use until the cache fits cache_size."""

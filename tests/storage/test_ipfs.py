@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -215,6 +216,43 @@ async def test_cancelled_fetch_leaves_no_partial(
     except asyncio.CancelledError:
         pass
     assert not [p for p in storage.cache_dir.iterdir() if p.name.startswith(".")]
+
+
+async def test_first_fetches_at_once_wait_for_the_sweep(
+    storage: IPFSStorage,
+    tmp_path: Path,
+    ipfs_add: Callable[..., Awaitable[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start-up sweep of leftover partial dirs must not remove the partial dir of a fetch
+    that began while it ran (two shards' first inputs: a FileNotFoundError, then an internal error)."""
+    import computenode.storage.ipfs as ipfs_module
+
+    sweep = ipfs_module._remove_leftovers
+
+    def slow_sweep(cache_dir: Path) -> None:
+        # Sweeps once another fetch has made its partial dir (it never does when fetches wait).
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if cache_dir.is_dir() and any(
+                p.name.startswith(ipfs_module._PARTIAL) for p in cache_dir.iterdir()
+            ):
+                break
+            time.sleep(0.002)
+        sweep(cache_dir)
+
+    monkeypatch.setattr(ipfs_module, "_remove_leftovers", slow_sweep)
+    cids = []
+    for i in range(2):
+        f = tmp_path / f"input-{i}"
+        f.write_text(f"{i} {os.urandom(8).hex()}")
+        cids.append(await ipfs_add(f))
+    volumes = await asyncio.gather(
+        *(storage.prepare(ipfs_spec(c), tmp_path / f"w{i}") for i, c in enumerate(cids))
+    )
+    assert [v.host_path.read_text().split()[0] for v in volumes] == ["0", "1"]
+    for v in volumes:
+        await storage.cleanup(v)
 
 
 async def test_hundred_files_sharded_with_glob_and_batch(
