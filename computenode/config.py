@@ -255,6 +255,13 @@ _TCP_MADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+$")
 _PEER_MADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d+/p2p/[1-9A-HJ-NP-Za-km-z]+$")
 
 
+def _all_match(addrs: list[str], pattern: re.Pattern[str], what: str) -> list[str]:
+    for addr in addrs:
+        if not pattern.match(addr):
+            raise ValueError(f"{addr!r} is not {what}")
+    return addrs
+
+
 class NetworkConfig(Section):
     """Joining a Bacalhau v0.3.23 network over libp2p (computenode/network/, docs/network.md)."""
 
@@ -270,18 +277,12 @@ class NetworkConfig(Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: list[str]) -> list[str]:
-        for addr in v:
-            if not _TCP_MADDR.match(addr):
-                raise ValueError(f"{addr!r} is not a TCP multiaddr like /ip4/127.0.0.1/tcp/1235")
-        return v
+        return _all_match(v, _TCP_MADDR, "a TCP multiaddr like /ip4/127.0.0.1/tcp/1235")
 
     @field_validator("peers")
     @classmethod
     def _peers(cls, v: list[str]) -> list[str]:
-        for addr in v:
-            if not _PEER_MADDR.match(addr):
-                raise ValueError(f"{addr!r} is not a peer multiaddr like /ip4/10.0.0.5/tcp/1235/p2p/Qm…")
-        return v
+        return _all_match(v, _PEER_MADDR, "a peer multiaddr like /ip4/10.0.0.5/tcp/1235/p2p/Qm…")
 
 
 class LoggingConfig(Section):

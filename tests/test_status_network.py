@@ -11,44 +11,23 @@ import pytest
 
 from computenode import cli
 from computenode.cli import STATUS_REFUSALS, main, network_lines
+from tests.network_sample import REQ_A, REQ_B, SELF, STRANGER, sample_network
 from tests.node.conftest import ON_A_NETWORK, RunningNode, make_node  # noqa: F401
 
-REQ_A = "QmRequesterAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaaaaaa"
-REQ_B = "QmRequesterBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBbbbbbb"
-STRANGER = "12D3KooWStrangerCCCCCCCCCCCCCCCCCCCCCCCCCCCCcccccc"
-SELF = "12D3KooWSelfDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDddd"
 AT = 1764480000.0  # 2025-11-30 05:20:00 UTC
 
 
 def network(**extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "PeerID": SELF,
-        "Listen": ["/ip4/127.0.0.1/tcp/1235", "/ip4/10.0.0.5/tcp/1235"],
-        "Peers": [
-            {"Address": f"/ip4/10.0.0.1/tcp/1235/p2p/{REQ_A}", "Connected": True, "Error": ""},
-            {
-                "Address": f"/ip4/10.0.0.2/tcp/1235/p2p/{REQ_B}",
-                "Connected": False,
-                "Error": "dial refused\x1b[31m",
-            },
-        ],  # fmt: skip
-        "Connected": sorted([REQ_A, STRANGER, "QmOtherEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEeeeeee"]),
-        "AcceptAnyRequester": False,
-        "Requesters": {
-            REQ_A: {"Offers": 7, "Bids": 5, "Refused": 2, "Calls": 9},
-            STRANGER: {"Offers": 1, "Bids": 0, "Refused": 1, "Calls": 0},
+    refusals = [
+        {
+            "At": AT + 60,
+            "Peer": STRANGER,
+            "JobID": "job-1",
+            "Reason": f"peer {STRANGER} is not a configured requester (network.peers)",
         },
-        "RecentRefusals": [
-            {
-                "At": AT + 60,
-                "Peer": STRANGER,
-                "JobID": "job-1",
-                "Reason": f"peer {STRANGER} is not a configured requester (network.peers)",
-            },
-            {"At": AT, "Peer": REQ_A, "JobID": "job-0", "Reason": "no engine Docker\nsecond line"},
-        ],  # fmt: skip
-    }
-    return base | extra
+        {"At": AT, "Peer": REQ_A, "JobID": "job-0", "Reason": "no engine Docker\nsecond line"},
+    ]
+    return sample_network("dial refused\x1b[31m", refusals) | extra
 
 
 def test_network_lines() -> None:

@@ -220,7 +220,7 @@ class DockerExecutor:
                 f"containers/{container.id}/wait",
                 method="POST",
                 params={"condition": "next-exit"},
-                timeout=docker._resolve_long_running_timeout(None),
+                timeout=None,  # as long as the job runs; the job's own timeout bounds it below
             ) as waiting:
                 await _start(container, request)
                 log.info("container started", extra={"execution_id": request.execution_id})

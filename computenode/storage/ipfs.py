@@ -234,7 +234,11 @@ class IPFSStorage:
         """
         if self._sweeping is None:
             self._sweeping = asyncio.ensure_future(asyncio.to_thread(_remove_leftovers, self.cache_dir))
-        await asyncio.shield(self._sweeping)
+        try:
+            await asyncio.shield(self._sweeping)
+        except OSError:
+            self._sweeping = None  # a sweep that failed (an unreadable cache dir) is tried again next time
+            raise
 
     async def _evict(self) -> None:
         """Remove least recently used entries not in use until the cache fits cache_size."""

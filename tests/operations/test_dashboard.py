@@ -16,6 +16,7 @@ from computenode.api.dashboard import REFUSALS, network_section, peer_of, short_
 from computenode.api.dashboard import render as render_page
 from computenode.model import ResourceUsageData
 from computenode.store.execution import Page
+from tests.network_sample import REQ_A, REQ_B, STRANGER, sample_network
 from tests.node.conftest import ON_A_NETWORK, RunningNode
 
 if TYPE_CHECKING:
@@ -90,41 +91,20 @@ async def test_dashboard_shows_node_and_running_execution(make_node, tmp_path: P
 
 # -- the Network section, rendered from a node view -------------------------------------------------
 
-REQ_A = "QmRequesterAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaaaaaa"
-REQ_B = "QmRequesterBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBbbbbbb"
-STRANGER = "12D3KooWStrangerCCCCCCCCCCCCCCCCCCCCCCCCCCCCcccccc"
 HOSTILE = "<script>alert('x')</script>&"
 
 
 def network(**extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "PeerID": "12D3KooWSelfDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDddd",
-        "Listen": ["/ip4/127.0.0.1/tcp/1235", "/ip4/10.0.0.5/tcp/1235"],
-        "Peers": [
-            {"Address": f"/ip4/10.0.0.1/tcp/1235/p2p/{REQ_A}", "Connected": True, "Error": ""},
-            {
-                "Address": f"/ip4/10.0.0.2/tcp/1235/p2p/{REQ_B}",
-                "Connected": False,
-                "Error": "dial refused " + HOSTILE,
-            },
-        ],  # fmt: skip
-        "Connected": sorted([REQ_A, STRANGER, "QmOtherEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEeeeeee"]),
-        "AcceptAnyRequester": False,
-        "Requesters": {
-            REQ_A: {"Offers": 7, "Bids": 5, "Refused": 2, "Calls": 9},
-            STRANGER: {"Offers": 1, "Bids": 0, "Refused": 1, "Calls": 0},
+    refusals = [
+        {
+            "At": time.time() - 200,
+            "Peer": STRANGER,
+            "JobID": "job-1",
+            "Reason": f"peer {STRANGER} is not a configured requester (network.peers) {HOSTILE}",
         },
-        "RecentRefusals": [
-            {
-                "At": time.time() - 200,
-                "Peer": STRANGER,
-                "JobID": "job-1",
-                "Reason": f"peer {STRANGER} is not a configured requester (network.peers) {HOSTILE}",
-            },
-            {"At": time.time() - 400, "Peer": REQ_A, "JobID": "job-0", "Reason": "no engine Docker"},
-        ],  # fmt: skip
-    }
-    return base | extra
+        {"At": time.time() - 400, "Peer": REQ_A, "JobID": "job-0", "Reason": "no engine Docker"},
+    ]
+    return sample_network("dial refused " + HOSTILE, refusals) | extra
 
 
 class FakeEvents:
